@@ -1,0 +1,136 @@
+"""Configuration as dataclasses: what the network learns with, how the Estimator runs, and the
+named presets (recipes) the CLI trains. Every field says what it means; bad values fail early."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Hyperparameters of the model function (TensorFlow's ``params``)."""
+
+    optimizer: str = "sgd"
+    """One of sgd (plain gradient descent, the tutorial's), momentum, adam."""
+    learning_rate: float = 0.001
+    """Step size; the tutorial used 0.001 with plain SGD."""
+    momentum: float = 0.9
+    """Momentum coefficient, used only by the momentum optimizer."""
+    dropout: float = 0.4
+    """Fraction of the 1024 dense units dropped while training (TensorFlow's rate)."""
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the Estimator runs (TensorFlow's ``tf.estimator.RunConfig``)."""
+
+    seed: int = 0
+    """Seeds the initial weights, the data order and dropout; same seed, same run."""
+    save_checkpoints_secs: float | None = 600
+    """Seconds between checkpoints; None when saving by steps."""
+    save_checkpoints_steps: int | None = None
+    """Steps between checkpoints; when set, it replaces save_checkpoints_secs."""
+    keep_checkpoint_max: int = 5
+    """How many of the newest checkpoints to keep; older ones are deleted."""
+    log_step_count_steps: int = 100
+    """Log the loss and steps/s every this many steps."""
+    save_summary_steps: int = 100
+    """Write TensorBoard scalars every this many steps."""
+
+    def __post_init__(self):
+        if self.save_checkpoints_steps is not None:
+            if self.save_checkpoints_steps <= 0:
+                raise ConfigError(f"save_checkpoints_steps must be positive, got {self.save_checkpoints_steps}")
+            object.__setattr__(self, "save_checkpoints_secs", None)
+        elif self.save_checkpoints_secs is None or not self.save_checkpoints_secs > 0:
+            raise ConfigError("save_checkpoints_secs must be positive (or set save_checkpoints_steps)")
+        for name in ("keep_checkpoint_max", "log_step_count_steps", "save_summary_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training job as the CLI runs it: a preset, plus any flags that override it."""
+
+    steps: int = 20_000
+    """Global step to train to (an absolute target: re-running never trains past it)."""
+    batch_size: int = 100
+    """Images per training step."""
+    train_on_all: bool = False
+    """Train on all 60,000 training images instead of 55,000 (no validation split left)."""
+    log_probabilities_every: int = 50
+    """Log a batch's softmax probabilities every this many steps, as the tutorial did; 0 = off."""
+    params: ModelParams = field(default_factory=ModelParams)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be a positive number, got {self.steps}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch size must be a positive number, got {self.batch_size}")
+        if self.log_probabilities_every < 0:
+            raise ConfigError(f"log-probabilities-every must be 0 (off) or positive, got {self.log_probabilities_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        values = dict(values)
+        params = ModelParams(**values.pop("params", {}))
+        run = RunConfig(**values.pop("run", {}))
+        return cls(**values, params=params, run=run)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``)."""
+        own = {f.name for f in dataclasses.fields(self)}
+        sections = {"params": {f.name for f in dataclasses.fields(ModelParams)},
+                    "run": {f.name for f in dataclasses.fields(RunConfig)}}
+        top, nested = {}, {"params": {}, "run": {}}
+        for name, value in overrides.items():
+            section = next((s for s, names in sections.items() if name in names), None)
+            if section is not None:
+                nested[section][name] = value
+            elif name in own:
+                top[name] = value
+            else:
+                raise ConfigError(f"unknown setting {name!r}")
+        run_values = nested["run"]
+        if "save_checkpoints_secs" in run_values and "save_checkpoints_steps" not in run_values:
+            run_values["save_checkpoints_steps"] = None  # an explicit seconds flag switches back to time
+        return dataclasses.replace(
+            self,
+            **top,
+            params=dataclasses.replace(self.params, **nested["params"]),
+            run=dataclasses.replace(self.run, **run_values),
+        )
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The tutorial exactly: plain SGD at 0.001, batch 100, 20,000 steps, dropout 0.4.
+    "tutorial": TrainConfig(),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

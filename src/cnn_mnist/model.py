@@ -1,0 +1,70 @@
+"""The model function: one function that serves TRAIN, EVAL and PREDICT, as the tutorial's
+``cnn_model_fn`` did, and the optimizers it can train with."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelParams
+
+
+class Mode(str, enum.Enum):
+    """tf.estimator.ModeKeys: what the model function is asked to build."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    PREDICT = "infer"
+
+
+@dataclass
+class EstimatorSpec:
+    """What the model function returns for one batch.
+
+    ``predictions`` always holds ``classes`` (N,) and ``probabilities`` (N, 10). ``loss`` is
+    the batch-mean loss (TRAIN and EVAL). ``eval_metrics`` holds per-example values whose
+    mean over the whole split is the metric (EVAL only).
+    """
+
+    mode: Mode
+    predictions: dict[str, torch.Tensor]
+    loss: torch.Tensor | None = None
+    eval_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, mode: Mode) -> EstimatorSpec:
+    """The tutorial's ``cnn_model_fn(features, labels, mode)``, with the network passed in.
+
+    The Estimator owns the network's weights (they persist across calls and checkpoints)
+    and the optimizer; this function says what each mode computes from them.
+    """
+    network.train(mode == Mode.TRAIN)  # dropout only while training
+    logits = network(images)  # (N, 10)
+    predictions = {
+        "classes": logits.argmax(dim=1),
+        "probabilities": torch.softmax(logits, dim=1),
+    }
+    if mode == Mode.PREDICT:
+        return EstimatorSpec(mode, predictions)
+
+    loss = F.cross_entropy(logits, labels)  # sparse softmax cross-entropy, batch mean
+    if mode == Mode.TRAIN:
+        return EstimatorSpec(mode, predictions, loss)
+
+    correct = (predictions["classes"] == labels).float()  # (N,)
+    return EstimatorSpec(mode, predictions, loss, eval_metrics={"accuracy": correct})
+
+
+def build_optimizer(parameters, params: ModelParams) -> torch.optim.Optimizer:
+    """The optimizer ``params.optimizer`` names, with TensorFlow 1.x's defaults where they differ."""
+    if params.optimizer == "sgd":  # tf.train.GradientDescentOptimizer
+        return torch.optim.SGD(parameters, lr=params.learning_rate)
+    if params.optimizer == "momentum":  # tf.train.MomentumOptimizer (not Nesterov)
+        return torch.optim.SGD(parameters, lr=params.learning_rate, momentum=params.momentum)
+    if params.optimizer == "adam":  # tf.train.AdamOptimizer: the same betas; eps 1e-8 as TF 1.x
+        return torch.optim.Adam(parameters, lr=params.learning_rate, eps=1e-8)
+    raise ValueError(f"unknown optimizer {params.optimizer!r}")
