@@ -1,0 +1,118 @@
+"""Checkpoints: one file per saved step, written atomically, the newest few kept.
+
+``model.ckpt-<step>.pt`` holds the network, the optimizer, the global step, every RNG state
+and the input position. It is written to a hidden temporary file in the same directory and
+renamed over the final name, so a crash at any moment leaves either the old set of files or
+the new one, never a half-written checkpoint under a real name. Loading never unpickles
+arbitrary objects (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+FORMAT = "cnn_mnist.checkpoint/1"
+_NAME = re.compile(r"^model\.ckpt-(\d+)\.pt$")
+_TEMP_PREFIX = ".model.ckpt-"
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_path(model_dir: str | os.PathLike, step: int) -> Path:
+    return Path(model_dir) / f"model.ckpt-{step}.pt"
+
+
+def list_checkpoints(model_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(global step, path) of every checkpoint in the directory, oldest first."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), model_dir / m.group(0)) for m in map(_NAME.match, os.listdir(model_dir)) if m]
+    return sorted(found)
+
+
+def latest_checkpoint(model_dir: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(model_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_max: int) -> Path:
+    """Write ``state`` (which must hold ``global_step``) atomically, then prune old checkpoints."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(model_dir, state["global_step"])
+    fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save({"format": FORMAT, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(model_dir)  # and the rename itself survives a power cut
+    for _, old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temporaries(model_dir: str | os.PathLike) -> None:
+    """Delete temporary files left by a save that was killed half-way."""
+    model_dir = Path(model_dir)
+    if model_dir.is_dir():
+        for temp in model_dir.glob(_TEMP_PREFIX + "*.tmp"):
+            log.info("removing %s, left by an interrupted save", temp.name)
+            temp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The saved state, read without executing anything from the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as err:  # torch raises many types for damaged files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({reason}); delete it to fall back to an older one"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cnn-mnist checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def restore_network(network: nn.Module, state: dict, path: str | os.PathLike) -> None:
+    """Load saved weights, first checking that they belong to this architecture."""
+    saved, expected = state.get("network", {}), network.state_dict()
+    mismatch = sorted(set(saved) ^ set(expected))
+    if not mismatch:
+        mismatch = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} here"
+                    for k, v in expected.items() if saved[k].shape != v.shape]
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: checkpoint of another model ({mismatch[0]}); use another --model-dir for this network"
+        )
+    network.load_state_dict(saved)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,269 @@
+"""The ``cnn-mnist`` command line: download, train, evaluate, predict.
+
+Intentionally thin: each subcommand parses its flags and calls the library. Problems the
+user can fix (a ``CnnMnistError``) end as one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import OPTIMIZERS, PRESETS, preset
+from .errors import CnnMnistError, DataError
+
+DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+log = logging.getLogger("cnn_mnist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s:%(name)s:%(message)s", stream=sys.stderr)
+    try:
+        return args.command(args) or 0
+    except CnnMnistError as err:
+        print(f"cnn-mnist: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("cnn-mnist: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- subcommands ---------------------------------------------------------------------------------
+
+
+def download(args) -> None:
+    from .download import ensure_mnist
+
+    directory = ensure_mnist(args.data_dir, source_dir=args.source_dir)
+    print(f"MNIST is ready in {directory}")
+
+
+def train(args) -> None:
+    from .experiment import train_and_evaluate
+
+    overrides = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.train_on_all:
+        overrides["train_on_all"] = True
+    config = preset(args.preset).with_overrides(**overrides)
+    results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset)
+    print(results)
+
+
+def evaluate(args) -> None:
+    from .datasets import load_mnist
+    from .estimator import Estimator
+    from .experiment import EVAL_BATCH_SIZE, read_run_config
+    from .inputs import numpy_input_fn
+
+    _require_model_dir(args.model_dir)
+    trained = read_run_config(args.model_dir)
+    if args.split == "validation" and trained is not None and trained.train_on_all:
+        log.warning("this model was trained on all 60,000 images: the validation split was part of its training")
+    split = load_mnist(args.data_dir).split(args.split)
+    classifier = Estimator(model_dir=args.model_dir)
+    input_fn = numpy_input_fn(split.images, split.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
+    results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split)
+    print(json.dumps(results) if args.json else results)
+
+
+def predict(args) -> None:
+    from .estimator import Estimator
+    from .experiment import EVAL_BATCH_SIZE
+    from .inputs import numpy_input_fn
+
+    _require_model_dir(args.model_dir)
+    names, images, labels = _read_predict_inputs(args.inputs, args.data_dir)
+    classifier = Estimator(model_dir=args.model_dir)
+    predictions = classifier.predict(numpy_input_fn(images, batch_size=EVAL_BATCH_SIZE, shuffle=False))
+    rows = []
+    for name, label, prediction in zip(names, labels, predictions):
+        rows.append({"input": name, "classes": prediction["classes"],
+                     "probabilities": [round(float(p), 6) for p in prediction["probabilities"]],
+                     **({} if label is None else {"label": label})})
+    if args.json:
+        print(json.dumps({"global_step": classifier.global_step, "predictions": rows}))
+        return
+    for row in rows:
+        label = f" (label {row['label']})" if "label" in row else ""
+        probabilities = " ".join(f"{p:.3f}" for p in row["probabilities"])
+        print(f"{row['input']}: class {row['classes']}{label}  probabilities [{probabilities}]")
+
+
+def _require_model_dir(model_dir: str) -> None:
+    if not Path(model_dir).is_dir():
+        raise CnnMnistError(f"model directory {model_dir} does not exist; train first (cnn-mnist train "
+                            f"--model-dir {model_dir}) or pass --model-dir")
+
+
+def _read_predict_inputs(inputs: list[str], data_dir: str | None):
+    """INPUTs are test-set indices or .npy files; returns names, (N, 28, 28) images, labels."""
+    names, arrays, labels = [], [], []
+    test = None
+    for item in inputs:
+        if item.lstrip("-").isdigit():
+            if test is None:
+                from .datasets import load_mnist
+
+                test = load_mnist(data_dir).test
+            index = int(item)
+            if not 0 <= index < len(test):
+                raise DataError(f"test-set index {index} is out of range 0..{len(test) - 1}")
+            names.append(f"test[{index}]")
+            arrays.append(test.images[index].numpy().astype(np.float32)[None] / 255.0)
+            labels.append(int(test.labels[index]))
+        else:
+            batch = load_npy_images(item)
+            names += [item] if len(batch) == 1 else [f"{item}[{i}]" for i in range(len(batch))]
+            arrays.append(batch)
+            labels += [None] * len(batch)
+    return names, np.concatenate(arrays).astype(np.float32), labels
+
+
+def load_npy_images(path: str) -> np.ndarray:
+    """A .npy file of one or many 28x28 images -> (N, 28, 28) float32 in [0, 1]."""
+    if not path.endswith(".npy"):
+        raise DataError(f"{path}: not a test-set index or a .npy file (image files come in a later release)")
+    try:
+        array = np.load(path, allow_pickle=False)  # never unpickle a user's file
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npy array ({str(err).splitlines()[0]})") from None
+    if array.dtype.kind not in "uif" or array.size == 0:
+        raise DataError(f"{path}: expected numeric pixels, got dtype {array.dtype} with {array.size} values")
+    if array.shape in ((784,), (28, 28), (1, 28, 28)):
+        array = array.reshape(1, 28, 28)
+    elif array.ndim == 2 and array.shape[1] == 784 or array.ndim == 4 and array.shape[1:] == (1, 28, 28):
+        array = array.reshape(-1, 28, 28)
+    elif not (array.ndim == 3 and array.shape[1:] == (28, 28)):
+        raise DataError(f"{path}: shape {array.shape} is not 784 pixels or 28x28 images "
+                        "(accepted: (784,), (28, 28), (N, 784), (N, 28, 28), (N, 1, 28, 28))")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: pixels contain NaN or infinity")
+    if array.min() < 0 or array.max() > 1:
+        raise DataError(f"{path}: float pixels must lie in [0, 1] (got {array.min():g}..{array.max():g}); "
+                        "scale them, or save uint8 0-255")
+    return array
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", "dropout", "seed",
+               "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
+               "keep_checkpoint_max")
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnn-mnist",
+        description="TensorFlow's 'CNN with Estimators' MNIST tutorial on PyTorch: download, train, evaluate, predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnn-mnist {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def command(name, function, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(command=function)
+        sub.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+        return sub
+
+    def data_dir(sub):
+        sub.add_argument("--data-dir", metavar="DIR",
+                         help="where MNIST is cached (default: $CNN_MNIST_DATA, else ~/.cache/cnn_mnist)")
+
+    def model_dir(sub):
+        sub.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, metavar="DIR",
+                         help=f"checkpoints, summaries and config of the model (default: {DEFAULT_MODEL_DIR})")
+
+    sub = command("download", download, "fetch and verify the four MNIST files")
+    data_dir(sub)
+    sub.add_argument("--source-dir", metavar="DIR",
+                     help="take the IDX files (raw or .gz) from this directory before trying the network")
+
+    sub = command("train", train, "train (resuming from the newest checkpoint), then evaluate on the test set")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
+                     help="the recipe to start from; explicit flags override it (default: tutorial)")
+    sub.add_argument("--steps", type=positive_int, metavar="N",
+                     help="global step to train to: an absolute target, so a re-run never trains past it")
+    sub.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step")
+    sub.add_argument("--learning-rate", type=positive_float, metavar="LR", help="optimizer step size")
+    sub.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (plain, the tutorial's), momentum or adam")
+    sub.add_argument("--momentum", type=fraction, metavar="M", help="momentum coefficient (momentum optimizer)")
+    sub.add_argument("--dropout", type=fraction, metavar="RATE", help="fraction of dense units dropped in training")
+    sub.add_argument("--seed", type=int, metavar="N", help="seeds weights, data order and dropout")
+    sub.add_argument("--log-probabilities-every", type=non_negative_int, metavar="N",
+                     help="log a batch's softmax probabilities every N steps; 0 turns it off")
+    sub.add_argument("--save-checkpoints-secs", type=positive_float, metavar="S",
+                     help="seconds between checkpoints (default 600)")
+    sub.add_argument("--save-checkpoints-steps", type=positive_int, metavar="N",
+                     help="steps between checkpoints (replaces --save-checkpoints-secs)")
+    sub.add_argument("--keep-checkpoint-max", type=positive_int, metavar="N",
+                     help="how many of the newest checkpoints to keep (default 5)")
+    sub.add_argument("--train-on-all", action="store_true",
+                     help="train on all 60,000 training images instead of 55,000 (no validation split)")
+
+    sub = command("evaluate", evaluate, "accuracy and loss of the newest checkpoint on a whole split")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sub = command("predict", predict, "classes and probabilities for test-set images or .npy files")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="a test-set index (0-9999) or a .npy file of 784 pixels or 28x28 images")
+    sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser

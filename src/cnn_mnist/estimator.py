@@ -1,0 +1,252 @@
+"""The Estimator: a model bound to a model directory, which every train, evaluate and predict
+restores from and train saves into, as ``tf.estimator.Estimator`` did."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .config import ModelParams, RunConfig
+from .errors import CheckpointError, ConfigError, NanLossError
+from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
+from .inputs import ArrayStream
+from .lock import ModelDirLock
+from .model import EstimatorSpec, Mode, build_optimizer, cnn_model_fn
+from .network import ConvNet
+
+log = logging.getLogger(__name__)
+
+ModelFn = Callable[[torch.nn.Module, torch.Tensor, "torch.Tensor | None", Mode], EstimatorSpec]
+
+
+class Estimator:
+    """Trains, evaluates and predicts with ``model_fn`` on a network whose state lives in ``model_dir``."""
+
+    def __init__(self, model_fn: ModelFn = cnn_model_fn, model_dir: str | os.PathLike = "runs/mnist_convnet_model",
+                 params: ModelParams | None = None, config: RunConfig | None = None):
+        self.model_fn = model_fn
+        self.model_dir = Path(model_dir)
+        self.params = params or ModelParams()
+        self.config = config or RunConfig()
+        self.global_step = 0
+        self._initialize()
+        log.info("Using config: model_dir=%s, %s, %s", self.model_dir, self.params, self.config)
+
+    # -- train ---------------------------------------------------------------------------------
+
+    def train(self, input_fn: Callable[[], Iterable], steps: int | None = None, max_steps: int | None = None,
+              hooks: Iterable[Hook] = ()) -> Estimator:
+        """Train from the newest checkpoint: ``steps`` more steps, or up to global step ``max_steps``.
+
+        Stops early if the input runs out. Ctrl-C stops after the current step, saves a
+        checkpoint and raises KeyboardInterrupt.
+        """
+        if (steps is None) == (max_steps is None):
+            raise ConfigError("give exactly one of steps (to add) and max_steps (an absolute target)")
+        for name, value in (("steps", steps), ("max_steps", max_steps)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        with ModelDirLock(self.model_dir):
+            checkpoints.remove_stale_temporaries(self.model_dir)
+            saved = self._restore(required=False, for_training=True)
+            target = self.global_step + steps if steps is not None else max_steps
+            if self.global_step >= target:
+                log.info("Already at global step %d, at or past max_steps %d: nothing to train.",
+                         self.global_step, target)
+                return self
+            stream = input_fn()
+            if saved is not None and isinstance(stream, ArrayStream) and "input" in saved:
+                if not stream.load_state_dict(saved["input"]):
+                    log.warning("the input differs from the checkpoint's (size or seed): its data order starts anew")
+            self._run_steps(iter(stream), stream, target, list(hooks))
+        return self
+
+    def _run_steps(self, batches: Iterator, stream, target: int, user_hooks: list[Hook]) -> None:
+        run = TrainingRun(model_dir=self.model_dir, start_step=self.global_step, max_steps=target,
+                          global_step=self.global_step, optimizer=self.optimizer,
+                          save_checkpoint=lambda: self._save(stream))
+        config = self.config
+        hooks = [NanGuardHook(config.log_step_count_steps), LoggingHook(config.log_step_count_steps),
+                 SummaryHook(config.save_summary_steps), *user_hooks,
+                 CheckpointSaverHook(config.save_checkpoints_secs, config.save_checkpoints_steps)]
+        log.info("Training from global step %d to %d.", self.global_step, target)
+        with _StopOnCtrlC() as ctrl_c:
+            for hook in hooks:
+                hook.begin(run)
+            try:
+                while run.global_step < target and not run.stop_requested and not ctrl_c.pressed:
+                    for hook in hooks:
+                        hook.before_step(run)
+                    try:
+                        images, labels = next(batches)
+                    except StopIteration:
+                        log.info("Input exhausted at global step %d.", run.global_step)
+                        break
+                    spec = self.model_fn(self.network, images, labels, Mode.TRAIN)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    spec.loss.backward()
+                    self.optimizer.step()
+                    self.global_step = run.global_step = run.global_step + 1
+                    run.loss, run.predictions, run.labels = spec.loss, spec.predictions, labels
+                    for hook in hooks:
+                        hook.after_step(run)
+            except BaseException:
+                run.failed = True
+                raise
+            finally:
+                for hook in hooks:  # end() runs after failures too, so writers close; savers check run.failed
+                    hook.end(run)
+        if ctrl_c.pressed:
+            log.warning("Interrupted at global step %d; checkpoint saved.", run.global_step)
+            raise KeyboardInterrupt
+
+    # -- evaluate and predict -------------------------------------------------------------------
+
+    def evaluate(self, input_fn: Callable[[], Iterable], name: str | None = None,
+                 checkpoint_path: str | os.PathLike | None = None) -> dict[str, float | int]:
+        """Accuracy and mean loss over every example the input yields, once, in order.
+
+        Results are also written as TensorBoard scalars under ``model_dir/eval`` (or
+        ``eval_<name>``).
+        """
+        path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
+        count, loss_sum, metric_sums = 0, torch.zeros((), dtype=torch.float64), {}
+        with torch.inference_mode():
+            for images, labels in input_fn():
+                if labels is None:
+                    raise ConfigError("evaluate needs labels; this input function yields images only")
+                spec = self.model_fn(self.network, images, labels, Mode.EVAL)
+                count += len(labels)
+                loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
+                for key, values in spec.eval_metrics.items():
+                    metric_sums[key] = metric_sums.get(key, 0) + values.double().sum()
+        if count == 0:
+            raise ConfigError("evaluate got no examples from the input function")
+        results = {key: float(total / count) for key, total in metric_sums.items()}
+        results["loss"] = float(loss_sum / count)
+        results["global_step"] = self.global_step
+        log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
+                 ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
+        self._write_eval_summaries(results, name)
+        return results
+
+    def predict(self, input_fn: Callable[[], Iterable],
+                checkpoint_path: str | os.PathLike | None = None) -> Iterator[dict]:
+        """One ``{"classes": int, "probabilities": (10,) float32 array}`` per example, in order.
+
+        The checkpoint is restored now, so a missing one is an error here rather than at the
+        first ``next()``.
+        """
+        self._restore(required=True, checkpoint_path=checkpoint_path)
+        return self._predictions(input_fn)
+
+    def _predictions(self, input_fn) -> Iterator[dict]:
+        for batch in input_fn():
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            with torch.inference_mode():
+                spec = self.model_fn(self.network, images, None, Mode.PREDICT)
+            classes = spec.predictions["classes"].numpy()
+            probabilities = spec.predictions["probabilities"].numpy()
+            for i in range(len(classes)):
+                yield {"classes": int(classes[i]), "probabilities": probabilities[i]}
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> Path | None:
+        return checkpoints.latest_checkpoint(self.model_dir)
+
+    def _initialize(self) -> None:
+        """Fresh weights and optimizer, determined by the seed alone."""
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.network = ConvNet(dropout_rate=self.params.dropout, generator=generator)
+        self.optimizer = build_optimizer(self.network.parameters(), self.params)
+        self.global_step = 0
+
+    def _restore(self, required: bool, checkpoint_path: str | os.PathLike | None = None,
+                 for_training: bool = False) -> dict | None:
+        """Load the newest (or the given) checkpoint; start fresh if there is none and that is allowed.
+
+        Training also restores the optimizer and the random stream; evaluation needs only weights.
+        """
+        path = Path(checkpoint_path) if checkpoint_path else self.latest_checkpoint()
+        if path is None:
+            if required:
+                raise CheckpointError(
+                    f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})"
+                )
+            self._initialize()
+            torch.manual_seed(self.config.seed)  # dropout's random stream
+            return None
+        state = checkpoints.load_checkpoint(path)
+        checkpoints.restore_network(self.network, state, path)
+        self.global_step = int(state["global_step"])
+        log.info("Restoring parameters from %s", path)
+        if not for_training:
+            return {**state, "path": path}
+        if "optimizer" in state and state.get("params", {}).get("optimizer") == self.params.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
+                group["lr"] = self.params.learning_rate
+        else:
+            self.optimizer = build_optimizer(self.network.parameters(), self.params)
+            log.warning("%s was trained with another optimizer; %s starts with fresh state", path.name,
+                        self.params.optimizer)
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"])
+        return {**state, "path": path}
+
+    def _save(self, stream) -> Path:
+        for parameter in self.network.parameters():
+            if not torch.isfinite(parameter).all():
+                raise NanLossError(
+                    f"NaN loss during training (weights not finite at step {self.global_step}); "
+                    "the last good checkpoint is kept: lower the learning rate and run again to resume from it"
+                )
+        state = {
+            "global_step": self.global_step,
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "params": asdict(self.params),
+        }
+        if isinstance(stream, ArrayStream):
+            state["input"] = stream.state_dict()
+        return checkpoints.save_checkpoint(self.model_dir, state, self.config.keep_checkpoint_max)
+
+    def _write_eval_summaries(self, results: dict, name: str | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: ~1 s, so only here
+
+        with SummaryWriter(log_dir=str(self.model_dir / ("eval" if not name else f"eval_{name}"))) as writer:
+            for key, value in results.items():
+                if key != "global_step":
+                    writer.add_scalar(key, value, self.global_step)
+
+
+class _StopOnCtrlC:
+    """While training, the first Ctrl-C asks the loop to stop after the current step, so the
+    checkpoint saved on the way out is a consistent one; a second Ctrl-C interrupts at once."""
+
+    def __enter__(self):
+        self.pressed = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press again to abort now)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

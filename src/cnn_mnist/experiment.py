@@ -1,0 +1,67 @@
+"""The main job, as the tutorial's ``main()`` ran it: load MNIST, train to the target step,
+evaluate on the test set. The CLI's ``train`` is this function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import TrainConfig
+from .datasets import load_mnist
+from .estimator import Estimator
+from .hooks import ProbabilitiesLogHook
+from .inputs import numpy_input_fn
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+EVAL_BATCH_SIZE = 1000  # any size gives the same figures; 1000 keeps evaluation quick
+
+
+def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                       preset: str | None = None) -> dict:
+    """Train ``model_dir`` up to ``config.steps``, then evaluate on the test set and return the result."""
+    mnist = load_mnist(data_dir, train_on_all=config.train_on_all)
+    write_run_config(model_dir, config, preset)
+    classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
+    train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
+                                    num_epochs=None, shuffle=True, seed=config.run.seed)
+    hooks = [ProbabilitiesLogHook(config.log_probabilities_every)] if config.log_probabilities_every else []
+    classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
+    eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=EVAL_BATCH_SIZE,
+                                   num_epochs=1, shuffle=False)
+    return classifier.evaluate(eval_input_fn)
+
+
+def write_run_config(model_dir: str | os.PathLike, config: TrainConfig, preset: str | None) -> Path:
+    """Record the run's full configuration (and the software that ran it) in the model directory."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    record = {"preset": preset, **config.to_dict(),
+              "versions": {"cnn_mnist": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    text = json.dumps(record, indent=2) + "\n"
+    log.info("Run configuration: %s", json.dumps(record))
+    fd, temp = tempfile.mkstemp(dir=model_dir, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(temp, 0o644)
+    os.replace(temp, model_dir / CONFIG_NAME)
+    return model_dir / CONFIG_NAME
+
+
+def read_run_config(model_dir: str | os.PathLike) -> TrainConfig | None:
+    """The configuration the directory was last trained with, if it records one."""
+    path = Path(model_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    record.pop("preset", None)
+    record.pop("versions", None)
+    return TrainConfig.from_dict(record)

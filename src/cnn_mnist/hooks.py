@@ -1,0 +1,192 @@
+"""Training hooks: code that runs at four points of a training run (begin, before a step, after a
+step, end), and the built-in ones: loss and speed log, probabilities log, NaN guard,
+TensorBoard scalars and checkpoint saving.
+
+A hook that does not fire on a step costs an integer comparison: values are read off the
+tensors (``.item()``, a host-device sync on an accelerator) only on the steps where it fires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import NanLossError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRun:
+    """What hooks see: the run's settings, and after each step what the step produced."""
+
+    model_dir: Path
+    start_step: int
+    max_steps: int
+    global_step: int
+    optimizer: torch.optim.Optimizer
+    save_checkpoint: Callable[[], Path]
+    loss: torch.Tensor | None = None  # batch-mean loss of the last step
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # of the last step
+    labels: torch.Tensor | None = None  # of the last step
+    stop_requested: bool = False
+    failed: bool = False  # set when the run ends with an exception other than Ctrl-C
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def is_first_step(self) -> bool:
+        return self.global_step == self.start_step + 1
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+
+class Hook:
+    """Override any of the four points; each receives the same ``TrainingRun``."""
+
+    def begin(self, run: TrainingRun) -> None: ...
+
+    def before_step(self, run: TrainingRun) -> None: ...
+
+    def after_step(self, run: TrainingRun) -> None: ...
+
+    def end(self, run: TrainingRun) -> None: ...
+
+
+def fires(run: TrainingRun, every_n_steps: int) -> bool:
+    """True on the run's first step and on every multiple of ``every_n_steps``."""
+    return every_n_steps > 0 and (run.is_first_step() or run.global_step % every_n_steps == 0)
+
+
+class LoggingHook(Hook):
+    """The tutorial's INFO lines: ``loss = ..., step = ...`` and ``global_step/sec: ...``."""
+
+    def __init__(self, every_n_steps: int = 100):
+        self.every_n_steps = every_n_steps
+
+    def begin(self, run):
+        self._last_step, self._last_time = run.global_step, time.perf_counter()
+
+    def after_step(self, run):
+        if not fires(run, self.every_n_steps):
+            return
+        loss = run.loss.item()  # sync: only on logging steps
+        now = time.perf_counter()
+        elapsed_s = now - self._last_time
+        log.info("loss = %.6g, step = %d (%.3f sec)", loss, run.global_step, elapsed_s)
+        if not run.is_first_step():
+            log.info("global_step/sec: %.4g", (run.global_step - self._last_step) / elapsed_s)
+        self._last_step, self._last_time = run.global_step, now
+
+
+class ProbabilitiesLogHook(Hook):
+    """The tutorial's ``LoggingTensorHook`` on ``softmax_tensor``: a batch's probabilities."""
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
+
+    def after_step(self, run):
+        if fires(run, self.every_n_steps):
+            probabilities = run.predictions["probabilities"].detach().numpy()  # sync
+            text = np.array2string(probabilities, precision=4, suppress_small=True, threshold=40, edgeitems=2)
+            log.info("probabilities = %s", text.replace("\n", ""))
+
+
+class NanGuardHook(Hook):
+    """Stops training with ``NaN loss during training`` when the loss stops being finite.
+
+    Finiteness is accumulated on the device every step and read every ``check_every_n_steps``
+    and at the end, so the guard adds no sync; checkpoints refuse non-finite weights on their
+    own, so the last checkpoint saved is always a good one.
+    """
+
+    def __init__(self, check_every_n_steps: int = 100):
+        self.check_every_n_steps = check_every_n_steps
+
+    def begin(self, run):
+        self._all_finite = torch.ones((), dtype=torch.bool)
+        self._checked_step = run.global_step
+
+    def after_step(self, run):
+        self._all_finite &= torch.isfinite(run.loss.detach())
+        if fires(run, self.check_every_n_steps):
+            self._check(run)
+
+    def end(self, run):
+        if not run.failed:
+            self._check(run)
+
+    def _check(self, run):
+        if not self._all_finite.item():  # sync
+            raise NanLossError(
+                f"NaN loss during training (between steps {self._checked_step} and {run.global_step}); "
+                "the last good checkpoint is kept: lower the learning rate and run again to resume from it"
+            )
+        self._checked_step = run.global_step
+
+
+class SummaryHook(Hook):
+    """TensorBoard scalars: loss, batch accuracy, learning rate and global_step/sec."""
+
+    def __init__(self, every_n_steps: int = 100):
+        self.every_n_steps = every_n_steps
+
+    def begin(self, run):
+        from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: ~1 s, so only here
+
+        self._writer = SummaryWriter(log_dir=str(run.model_dir))
+        self._last_step, self._last_time = run.global_step, time.perf_counter()
+
+    def after_step(self, run):
+        if not fires(run, self.every_n_steps):
+            return
+        step, now = run.global_step, time.perf_counter()
+        accuracy = (run.predictions["classes"] == run.labels).float().mean()
+        self._writer.add_scalar("loss", run.loss.item(), step)  # sync
+        self._writer.add_scalar("accuracy", accuracy.item(), step)
+        self._writer.add_scalar("learning_rate", run.learning_rate, step)
+        if step > self._last_step and not run.is_first_step():
+            self._writer.add_scalar("global_step/sec", (step - self._last_step) / (now - self._last_time), step)
+        self._last_step, self._last_time = step, now
+
+    def end(self, run):
+        self._writer.close()
+
+
+class CheckpointSaverHook(Hook):
+    """Saves after the first step, every ``save_secs`` or ``save_steps``, and at the end."""
+
+    def __init__(self, save_secs: float | None = 600, save_steps: int | None = None):
+        if (save_secs is None) == (save_steps is None):
+            raise ValueError("give exactly one of save_secs and save_steps")
+        self.save_secs, self.save_steps = save_secs, save_steps
+
+    def begin(self, run):
+        self._last_saved_step, self._last_save_time = None, time.monotonic()
+
+    def after_step(self, run):
+        if self.save_steps is not None:
+            due = run.global_step % self.save_steps == 0
+        else:
+            due = time.monotonic() - self._last_save_time >= self.save_secs
+        if due or run.is_first_step():
+            self._save(run)
+
+    def end(self, run):
+        # Also on Ctrl-C (the step loop stops between steps); never after a failure, whose
+        # weights may be the reason it failed.
+        if not run.failed and self._last_saved_step != run.global_step and run.global_step > run.start_step:
+            self._save(run)
+
+    def _save(self, run):
+        path = run.save_checkpoint()
+        log.info("Saving checkpoints for %d into %s.", run.global_step, path)
+        self._last_saved_step, self._last_save_time = run.global_step, time.monotonic()
