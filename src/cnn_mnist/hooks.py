@@ -162,7 +162,10 @@ class SummaryHook(Hook):
 
 
 class CheckpointSaverHook(Hook):
-    """Saves after the first step, every ``save_secs`` or ``save_steps``, and at the end."""
+    """Saves at the start of a fresh run, every ``save_secs`` or ``save_steps``, and at the end.
+
+    A resumed run does not save at its start: that state is the checkpoint it was restored from.
+    """
 
     def __init__(self, save_secs: float | None = 600, save_steps: int | None = None):
         if (save_secs is None) == (save_steps is None):
@@ -170,20 +173,22 @@ class CheckpointSaverHook(Hook):
         self.save_secs, self.save_steps = save_secs, save_steps
 
     def begin(self, run):
-        self._last_saved_step, self._last_save_time = None, time.monotonic()
+        self._last_saved_step, self._last_save_time = run.start_step, time.monotonic()
+        if run.start_step == 0:  # the initial weights: what the seed made, before any step
+            self._save(run)
 
     def after_step(self, run):
         if self.save_steps is not None:
             due = run.global_step % self.save_steps == 0
         else:
             due = time.monotonic() - self._last_save_time >= self.save_secs
-        if due or run.is_first_step():
+        if due:
             self._save(run)
 
     def end(self, run):
         # Also on Ctrl-C (the step loop stops between steps); never after a failure, whose
         # weights may be the reason it failed.
-        if not run.failed and self._last_saved_step != run.global_step and run.global_step > run.start_step:
+        if not run.failed and self._last_saved_step != run.global_step:
             self._save(run)
 
     def _save(self, run):
