@@ -31,7 +31,7 @@ def run_cli(capsys, *argv):
 @pytest.mark.parametrize("command, flags", [
     ("download", ["--data-dir", "--source-dir"]),
     ("train", ["--model-dir", "--steps", "--batch-size", "--learning-rate", "--optimizer", "--dropout", "--seed",
-               "--log-probabilities-every", "--save-checkpoints-secs", "--save-checkpoints-steps",
+               "--log-probabilities-every", "--initializer", "--save-checkpoints-secs", "--save-checkpoints-steps",
                "--keep-checkpoint-max", "--data-dir", "--preset", "--train-on-all"]),
     ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
     ("predict", ["--model-dir", "--data-dir", "--json", "INPUT"]),
@@ -109,7 +109,8 @@ def test_bad_numbers_are_rejected_by_the_parser(capsys):
     for argv, message in ((["train", "--steps", "-5"], "must be a positive integer, got -5"),
                           (["train", "--batch-size", "0"], "must be a positive integer, got 0"),
                           (["train", "--learning-rate", "abc"], "not a number"),
-                          (["train", "--dropout", "1.5"], "must be in [0, 1)")):
+                          (["train", "--dropout", "1.5"], "must be in [0, 1)"),
+                          (["evaluate", "--data-dir", ""], "is empty; give a directory")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         err = capsys.readouterr().err
@@ -133,6 +134,11 @@ def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert status == 1 and err.startswith("cnn-mnist: error: ") and "Traceback" not in err
     assert "train-images-idx3-ubyte" in err and "--source-dir" in err
+
+
+def test_a_data_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file")], "cannot create data directory")
 
 
 def test_truncated_and_wrong_magic_idx_files(tmp_path, no_verify, capsys):

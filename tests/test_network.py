@@ -73,3 +73,16 @@ def test_same_generator_seed_gives_same_weights():
     c = ConvNet(generator=torch.Generator().manual_seed(4))
     assert torch.equal(a.dense.weight, b.dense.weight)
     assert not torch.equal(a.dense.weight, c.dense.weight)
+
+
+def test_pytorch_initializer_gives_pytorchs_smaller_default_weights():
+    glorot = ConvNet(generator=torch.Generator().manual_seed(0))
+    default = ConvNet(generator=torch.Generator().manual_seed(0), initializer="pytorch")
+    # nn.Linear's default bound is 1/sqrt(fan_in), well under Glorot's sqrt(6/(fan_in+fan_out)), and biases are not 0
+    assert default.dense.weight.abs().max() <= 1 / math.sqrt(3136)
+    assert glorot.dense.weight.abs().max() > 1.5 * default.dense.weight.abs().max()
+    assert torch.count_nonzero(default.dense.bias) > 0
+    again = ConvNet(generator=torch.Generator().manual_seed(0), initializer="pytorch")
+    assert torch.equal(default.conv1.weight, again.conv1.weight)
+    with pytest.raises(ValueError, match="initializer"):
+        ConvNet(initializer="he")

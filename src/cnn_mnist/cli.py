@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import OPTIMIZERS, PRESETS, preset
+from .config import INITIALIZERS, OPTIMIZERS, PRESETS, preset
 from .errors import CnnMnistError, DataError
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
@@ -163,7 +163,7 @@ def load_npy_images(path: str) -> np.ndarray:
 
 # -- parser --------------------------------------------------------------------------------------
 
-TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", "dropout", "seed",
+TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", "dropout", "initializer", "seed",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max")
 
@@ -196,6 +196,12 @@ def fraction(text: str) -> float:
     return value
 
 
+def directory(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a directory")
+    return text
+
+
 def _number(text: str, kind):
     try:
         return kind(text)
@@ -218,16 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def data_dir(sub):
-        sub.add_argument("--data-dir", metavar="DIR",
+        sub.add_argument("--data-dir", type=directory, metavar="DIR",
                          help="where MNIST is cached (default: $CNN_MNIST_DATA, else ~/.cache/cnn_mnist)")
 
     def model_dir(sub):
-        sub.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, metavar="DIR",
+        sub.add_argument("--model-dir", type=directory, default=DEFAULT_MODEL_DIR, metavar="DIR",
                          help=f"checkpoints, summaries and config of the model (default: {DEFAULT_MODEL_DIR})")
 
     sub = command("download", download, "fetch and verify the four MNIST files")
     data_dir(sub)
-    sub.add_argument("--source-dir", metavar="DIR",
+    sub.add_argument("--source-dir", type=directory, metavar="DIR",
                      help="take the IDX files (raw or .gz) from this directory before trying the network")
 
     sub = command("train", train, "train (resuming from the newest checkpoint), then evaluate on the test set")
@@ -242,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (plain, the tutorial's), momentum or adam")
     sub.add_argument("--momentum", type=fraction, metavar="M", help="momentum coefficient (momentum optimizer)")
     sub.add_argument("--dropout", type=fraction, metavar="RATE", help="fraction of dense units dropped in training")
+    sub.add_argument("--initializer", choices=INITIALIZERS,
+                     help="glorot (TensorFlow's, the default) or pytorch (PyTorch's layer defaults)")
     sub.add_argument("--seed", type=int, metavar="N", help="seeds weights, data order and dropout")
     sub.add_argument("--log-probabilities-every", type=non_negative_int, metavar="N",
                      help="log a batch's softmax probabilities every N steps; 0 turns it off")

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+INITIALIZERS = ("glorot", "pytorch")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class ModelParams:
     """Momentum coefficient, used only by the momentum optimizer."""
     dropout: float = 0.4
     """Fraction of the 1024 dense units dropped while training (TensorFlow's rate)."""
+    initializer: str = "glorot"
+    """glorot: Glorot-uniform kernels and zero biases, as tf.layers; pytorch: PyTorch's defaults."""
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -34,6 +37,8 @@ class ModelParams:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.initializer not in INITIALIZERS:
+            raise ConfigError(f"initializer must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
 
 
 @dataclass(frozen=True)

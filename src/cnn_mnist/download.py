@@ -65,10 +65,10 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def verify_file(path: str | os.PathLike, expected_md5: str) -> bool:
-    """Whether ``path`` exists and its content has MD5 ``expected_md5``."""
+    """Whether ``path`` is a readable file whose content has MD5 ``expected_md5``."""
     try:
         return _md5_of_file(Path(path)) == expected_md5
-    except FileNotFoundError:
+    except OSError:  # missing, a directory, unreadable, or a parent that is a file
         return False
 
 

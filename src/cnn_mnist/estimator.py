@@ -166,7 +166,8 @@ class Estimator:
     def _initialize(self) -> None:
         """Fresh weights and optimizer, determined by the seed alone."""
         generator = torch.Generator().manual_seed(self.config.seed)
-        self.network = ConvNet(dropout_rate=self.params.dropout, generator=generator)
+        self.network = ConvNet(dropout_rate=self.params.dropout, generator=generator,
+                               initializer=self.params.initializer)
         self.optimizer = build_optimizer(self.network.parameters(), self.params)
         self.global_step = 0
 

@@ -17,7 +17,8 @@ NUM_PARAMETERS = 3_274_634  # 832 + 51,264 + 3,212,288 + 10,250
 class ConvNet(nn.Module):
     """The network of TensorFlow's "Build a Convolutional Neural Network using Estimators"."""
 
-    def __init__(self, dropout_rate: float = 0.4, generator: torch.Generator | None = None):
+    def __init__(self, dropout_rate: float = 0.4, generator: torch.Generator | None = None,
+                 initializer: str = "glorot"):
         super().__init__()
         # padding=2 is TensorFlow's 'same' for a 5x5 kernel at stride 1: 28x28 stays 28x28.
         self.conv1 = nn.Conv2d(1, 32, kernel_size=5, padding=2)
@@ -26,7 +27,15 @@ class ConvNet(nn.Module):
         self.dense = nn.Linear(7 * 7 * 64, 1024)  # two 2x2 pools take 28x28 to 7x7
         self.dropout = nn.Dropout(p=dropout_rate)  # active only in train(); rate = fraction dropped
         self.logits = nn.Linear(1024, NUM_CLASSES)
-        initialize_like_tensorflow(self, generator)
+        if initializer == "glorot":
+            initialize_like_tensorflow(self, generator)
+        elif initializer == "pytorch":  # PyTorch's own defaults, for comparison
+            for module in (self.conv1, self.conv2, self.dense, self.logits):
+                with torch.random.fork_rng():  # reset_parameters() draws from the global RNG
+                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)) if generator else 0)
+                    module.reset_parameters()
+        else:
+            raise ValueError(f"initializer must be 'glorot' or 'pytorch', got {initializer!r}")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = as_image_batch(images)  # (N, 1, 28, 28) float
