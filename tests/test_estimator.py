@@ -183,3 +183,21 @@ def test_summaries_are_readable_by_tensorboard(model_dir, mnist):
     eval_events.Reload()
     (accuracy,) = eval_events.Scalars("accuracy")
     assert (accuracy.step, accuracy.value) == (30, pytest.approx(results["accuracy"]))
+
+
+def test_every_hook_ends_even_when_the_nan_guard_fails_at_the_end(model_dir, mnist):
+    class Ends(Hook):
+        def begin(self, run):
+            self.ended_failed = None
+
+        def end(self, run):
+            self.ended_failed = run.failed
+
+    make_estimator(model_dir).train(train_input(mnist), max_steps=3)
+    ends = Ends()
+    # Checked only every 1,000 steps, the NaN is found by the guard's end(), before the saver's.
+    diverging = make_estimator(model_dir, learning_rate=1e9, log_step_count_steps=1000)
+    with pytest.raises(NanLossError):
+        diverging.train(train_input(mnist), max_steps=8, hooks=[ends])
+    assert ends.ended_failed is True
+    assert list_checkpoints(model_dir)[-1][0] == 3

@@ -100,10 +100,9 @@ class Estimator:
                         hook.after_step(run)
             except BaseException:
                 run.failed = True
+                _end_hooks(hooks, run, raise_errors=False)  # writers close; savers see run.failed
                 raise
-            finally:
-                for hook in hooks:  # end() runs after failures too, so writers close; savers check run.failed
-                    hook.end(run)
+            _end_hooks(hooks, run, raise_errors=True)
         if ctrl_c.pressed:
             log.warning("Interrupted at global step %d; checkpoint saved.", run.global_step)
             raise KeyboardInterrupt
@@ -229,6 +228,22 @@ class Estimator:
             for key, value in results.items():
                 if key != "global_step":
                     writer.add_scalar(key, value, self.global_step)
+
+
+def _end_hooks(hooks: list[Hook], run: TrainingRun, raise_errors: bool) -> None:
+    """Run every hook's end(), even after one of them fails (the NaN guard raises there); a
+    failure marks the run failed, so later hooks (the checkpoint saver) see it."""
+    first_error = None
+    for hook in hooks:
+        try:
+            hook.end(run)
+        except Exception as error:
+            run.failed = True
+            first_error = first_error or error
+            if not raise_errors:
+                log.warning("%s.end() failed after the run had failed: %s", type(hook).__name__, error)
+    if first_error is not None and raise_errors:
+        raise first_error
 
 
 class _StopOnCtrlC:
