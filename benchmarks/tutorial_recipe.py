@@ -3,7 +3,7 @@ against PyTorch's default one: test accuracy, loss and wall time of each, printe
 and one JSON line.
 
 Attains (20,000 steps, seed 0, 2-core reference machine): see the README's table.
-Usage: python benchmarks/tutorial_recipe.py [--steps 20000] [--initializers glorot,pytorch]
+Usage: python benchmarks/tutorial_recipe.py [--steps 20000] [--initializers glorot,pytorch] [--seed 0] [--threads N]
 """
 
 import argparse
@@ -39,7 +39,10 @@ def main():
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--initializers", default="glorot,pytorch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     mnist = load_mnist()
     rows = [run(name, args.steps, mnist, args.seed) for name in args.initializers.split(",")]
