@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from cnn_mnist.config import TrainConfig
+from cnn_mnist.errors import ModelDirLockedError
+from cnn_mnist.lock import ModelDirLock
 from cnn_mnist.experiment import read_run_config, train_and_evaluate, write_run_config
 
 
@@ -20,3 +24,10 @@ def test_train_and_evaluate_reaches_the_target_step(model_dir, tiny_mnist_dir, n
     results = train_and_evaluate(config, model_dir, tiny_mnist_dir)
     assert results["global_step"] == 10 and set(results) == {"accuracy", "loss", "global_step"}
     assert (model_dir / "config.json").is_file() and (model_dir / "model.ckpt-10.pt").is_file()
+
+
+def test_a_train_refused_by_the_lock_leaves_the_running_ones_config(model_dir, tiny_mnist_dir, no_verify):
+    write_run_config(model_dir, TrainConfig(steps=99), preset="tutorial")
+    with ModelDirLock(model_dir), pytest.raises(ModelDirLockedError):
+        train_and_evaluate(TrainConfig(steps=5), model_dir, tiny_mnist_dir)
+    assert read_run_config(model_dir).steps == 99

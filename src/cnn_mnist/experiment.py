@@ -16,7 +16,7 @@ from . import __version__
 from .config import TrainConfig
 from .datasets import load_mnist
 from .estimator import Estimator
-from .hooks import ProbabilitiesLogHook
+from .hooks import Hook, ProbabilitiesLogHook
 from .inputs import numpy_input_fn
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,27 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
                        preset: str | None = None) -> dict:
     """Train ``model_dir`` up to ``config.steps``, then evaluate on the test set and return the result."""
     mnist = load_mnist(data_dir, train_on_all=config.train_on_all)
-    write_run_config(model_dir, config, preset)
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
                                     num_epochs=None, shuffle=True, seed=config.run.seed)
-    hooks = [ProbabilitiesLogHook(config.log_probabilities_every)] if config.log_probabilities_every else []
+    hooks = [RecordRunConfigHook(config, preset)]
+    if config.log_probabilities_every:
+        hooks.append(ProbabilitiesLogHook(config.log_probabilities_every))
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
     eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=EVAL_BATCH_SIZE,
                                    num_epochs=1, shuffle=False)
     return classifier.evaluate(eval_input_fn)
+
+
+class RecordRunConfigHook(Hook):
+    """Writes config.json when training begins: inside the model directory's lock, so a train
+    that is refused (or has nothing to do) leaves the running one's record alone."""
+
+    def __init__(self, config: TrainConfig, preset: str | None):
+        self.config, self.preset = config, preset
+
+    def begin(self, run):
+        write_run_config(run.model_dir, self.config, self.preset)
 
 
 def write_run_config(model_dir: str | os.PathLike, config: TrainConfig, preset: str | None) -> Path:
