@@ -60,7 +60,7 @@ def test_restored_position_continues_with_the_same_batches():
     resumed = make()
     assert resumed.load_state_dict(first.state_dict())
     continued = [labels for _, labels in take(resumed, 7)]
-    for a, b in zip(expected[5:], continued):
+    for a, b in zip(expected[5:], continued, strict=True):
         assert torch.equal(a, b)
 
 

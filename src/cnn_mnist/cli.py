@@ -88,7 +88,7 @@ def predict(args) -> None:
     classifier = Estimator(model_dir=args.model_dir)
     predictions = classifier.predict(numpy_input_fn(images, batch_size=EVAL_BATCH_SIZE, shuffle=False))
     rows = []
-    for name, label, prediction in zip(names, labels, predictions):
+    for name, label, prediction in zip(names, labels, predictions, strict=True):
         rows.append({"input": name, "classes": prediction["classes"],
                      "probabilities": [round(float(p), 6) for p in prediction["probabilities"]],
                      **({} if label is None else {"label": label})})

@@ -91,7 +91,8 @@ class TrainConfig:
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be a positive number, got {self.batch_size}")
         if self.log_probabilities_every < 0:
-            raise ConfigError(f"log-probabilities-every must be 0 (off) or positive, got {self.log_probabilities_every}")
+            raise ConfigError(
+                f"log-probabilities-every must be 0 (off) or positive, got {self.log_probabilities_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

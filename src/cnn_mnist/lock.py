@@ -44,7 +44,8 @@ class ModelDirLock:
         if previous:
             log.warning("taking over the lock of %s, left by a process that is gone (%s)", self.path.parent, previous)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.pwrite(fd, holder.encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
