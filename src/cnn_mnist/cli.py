@@ -168,6 +168,14 @@ TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", 
                "keep_checkpoint_max")
 
 
+def _flatten(values: dict) -> dict:
+    """{"params": {"optimizer": "sgd"}, "steps": 1} -> {"optimizer": "sgd", "steps": 1}."""
+    flat = {}
+    for key, value in values.items():
+        flat.update(_flatten(value) if isinstance(value, dict) else {key: value})
+    return flat
+
+
 def positive_int(text: str) -> int:
     value = _number(text, int)
     if value <= 0:
@@ -241,24 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(sub)
     sub.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                      help="the recipe to start from; explicit flags override it (default: tutorial)")
-    sub.add_argument("--steps", type=positive_int, metavar="N",
-                     help="global step to train to: an absolute target, so a re-run never trains past it")
-    sub.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step")
-    sub.add_argument("--learning-rate", type=positive_float, metavar="LR", help="optimizer step size")
-    sub.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (plain, the tutorial's), momentum or adam")
-    sub.add_argument("--momentum", type=fraction, metavar="M", help="momentum coefficient (momentum optimizer)")
-    sub.add_argument("--dropout", type=fraction, metavar="RATE", help="fraction of dense units dropped in training")
-    sub.add_argument("--initializer", choices=INITIALIZERS,
-                     help="glorot (TensorFlow's, the default) or pytorch (PyTorch's layer defaults)")
-    sub.add_argument("--seed", type=int, metavar="N", help="seeds weights, data order and dropout")
-    sub.add_argument("--log-probabilities-every", type=non_negative_int, metavar="N",
-                     help="log a batch's softmax probabilities every N steps; 0 turns it off")
-    sub.add_argument("--save-checkpoints-secs", type=positive_float, metavar="S",
-                     help="seconds between checkpoints (default 600)")
-    sub.add_argument("--save-checkpoints-steps", type=positive_int, metavar="N",
-                     help="steps between checkpoints (replaces --save-checkpoints-secs)")
-    sub.add_argument("--keep-checkpoint-max", type=positive_int, metavar="N",
-                     help="how many of the newest checkpoints to keep (default 5)")
+    tutorial = _flatten(PRESETS["tutorial"].to_dict())
+
+    def train_flag(flag, help_text, **kwargs):
+        name = flag[2:].replace("-", "_")
+        default = "off" if tutorial[name] is None else tutorial[name]
+        sub.add_argument(flag, help=f"{help_text} (tutorial: {default})", **kwargs)
+
+    train_flag("--steps", "global step to train to: an absolute target, so a re-run never trains past it",
+               type=positive_int, metavar="N")
+    train_flag("--batch-size", "images per step", type=positive_int, metavar="N")
+    train_flag("--learning-rate", "optimizer step size", type=positive_float, metavar="LR")
+    train_flag("--optimizer", "sgd (plain), momentum or adam", choices=OPTIMIZERS)
+    train_flag("--momentum", "momentum coefficient of the momentum optimizer", type=fraction, metavar="M")
+    train_flag("--dropout", "fraction of the dense units dropped in training", type=fraction, metavar="RATE")
+    train_flag("--initializer", "glorot (TensorFlow's) or pytorch (PyTorch's layer defaults)", choices=INITIALIZERS)
+    train_flag("--seed", "seeds weights, data order and dropout", type=int, metavar="N")
+    train_flag("--log-probabilities-every", "log a batch's softmax probabilities every N steps; 0 turns it off",
+               type=non_negative_int, metavar="N")
+    train_flag("--save-checkpoints-secs", "seconds between checkpoints", type=positive_float, metavar="S")
+    train_flag("--save-checkpoints-steps", "steps between checkpoints; replaces --save-checkpoints-secs",
+               type=positive_int, metavar="N")
+    train_flag("--keep-checkpoint-max", "how many of the newest checkpoints to keep", type=positive_int, metavar="N")
     sub.add_argument("--train-on-all", action="store_true",
                      help="train on all 60,000 training images instead of 55,000 (no validation split)")
 
