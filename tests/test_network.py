@@ -86,3 +86,19 @@ def test_pytorch_initializer_gives_pytorchs_smaller_default_weights():
     assert torch.equal(default.conv1.weight, again.conv1.weight)
     with pytest.raises(ValueError, match="initializer"):
         ConvNet(initializer="he")
+
+
+def test_pooling_before_relu_matches_the_tutorials_order_in_values_and_gradients():
+    net = ConvNet().eval()
+    images = torch.rand(4, 1, 28, 28, requires_grad=True)
+
+    def tutorial_order(x):  # conv -> ReLU -> pool, as the tutorial wrote it
+        x = net.pool(torch.relu(net.conv1(x)))
+        x = net.pool(torch.relu(net.conv2(x)))
+        return net.logits(torch.relu(net.dense(x.flatten(1))))
+
+    ours, theirs = net(images), tutorial_order(images)
+    assert torch.equal(ours, theirs)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), images)
+    (grad_theirs,) = torch.autograd.grad(theirs.sum(), images)
+    torch.testing.assert_close(grad_ours, grad_theirs, rtol=0, atol=1e-7)

@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__
 from .config import INITIALIZERS, OPTIMIZERS, PRESETS, preset
 from .errors import CnnMnistError, DataError
+from .precision import PRECISIONS
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -165,7 +166,7 @@ def load_npy_images(path: str) -> np.ndarray:
 
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", "dropout", "initializer", "seed",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
-               "keep_checkpoint_max")
+               "keep_checkpoint_max", "precision")
 
 
 def _flatten(values: dict) -> dict:
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_flag("--save-checkpoints-secs", "seconds between checkpoints", type=positive_float, metavar="S")
     train_flag("--save-checkpoints-steps", "steps between checkpoints; replaces --save-checkpoints-secs",
                type=positive_int, metavar="N")
+    train_flag("--precision", "fp32, bf16 (autocast) or auto (bf16 where the CPU runs it natively)",
+               choices=PRECISIONS)
     train_flag("--keep-checkpoint-max", "how many of the newest checkpoints to keep", type=positive_int, metavar="N")
     sub.add_argument("--train-on-all", action="store_true",
                      help="train on all 60,000 training images instead of 55,000 (no validation split)")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .precision import PRECISIONS
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 INITIALIZERS = ("glorot", "pytorch")
@@ -57,6 +58,8 @@ class RunConfig:
     """Log the loss and steps/s every this many steps."""
     save_summary_steps: int = 100
     """Write TensorBoard scalars every this many steps."""
+    precision: str = "fp32"
+    """fp32; bf16 (autocast: convolutions and dense layers in bfloat16); auto (bf16 where the CPU has it natively)."""
 
     def __post_init__(self):
         if self.save_checkpoints_steps is not None:
@@ -65,6 +68,8 @@ class RunConfig:
             object.__setattr__(self, "save_checkpoints_secs", None)
         elif self.save_checkpoints_secs is None or not self.save_checkpoints_secs > 0:
             raise ConfigError("save_checkpoints_secs must be positive (or set save_checkpoints_steps)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("keep_checkpoint_max", "log_step_count_steps", "save_summary_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -43,7 +43,7 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     and the optimizer; this function says what each mode computes from them.
     """
     network.train(mode == Mode.TRAIN)  # dropout only while training
-    logits = network(images)  # (N, 10)
+    logits = network(images).float()  # (N, 10); under bf16 autocast, softmax and loss still in fp32
     predictions = {
         "classes": logits.argmax(dim=1),
         "probabilities": torch.softmax(logits, dim=1),
