@@ -1,0 +1,197 @@
+"""Training and prediction throughput of the tutorial network: cnn-mnist's real paths against a
+plain PyTorch loop measured in the same run, with the roofline and peak memory. Prints a table
+and one JSON line.
+
+Baseline ("plain loop"): the network as an nn.Module in the tutorial's layer order with PyTorch's
+defaults, a DataLoader over a TensorDataset of float images, eager fp32, SGD, batch 100; for
+prediction the same module, model.eval() and no_grad, batches of 1,000. cnn-mnist: Estimator.train
+with its built-in hooks (loss/steps-per-second log, summaries, NaN guard, checkpoint saver) and the
+final checkpoint save included; Estimator.predict at batch 1,000.
+
+Usage: python benchmarks/speed.py [--steps 300] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
+from cnn_mnist.precision import bf16_supported
+
+# Multiply-accumulates per image, layer by layer (output positions x kernel size x channels).
+MACS = {"conv1": 28 * 28 * 32 * (5 * 5 * 1), "conv2": 14 * 14 * 64 * (5 * 5 * 32),
+        "dense": 3136 * 1024, "logits": 1024 * 10}
+FORWARD_FLOPS = 2 * sum(MACS.values())
+# Backward: weight gradients cost one forward each; input gradients too, except conv1's (the
+# images need none).
+TRAIN_FLOPS = 3 * FORWARD_FLOPS - 2 * MACS["conv1"]
+
+
+class PlainNet(nn.Module):
+    """The tutorial network as a plain PyTorch example would write it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.fc1 = nn.Linear(7 * 7 * 64, 1024)
+        self.dropout = nn.Dropout(0.4)
+        self.fc2 = nn.Linear(1024, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(self.dropout(F.relu(self.fc1(torch.flatten(x, 1)))))
+
+
+def plain_train_images_per_s(images, labels, steps, warmup=20):
+    loader = DataLoader(TensorDataset(images.float().div(255).unsqueeze(1), labels), batch_size=100, shuffle=True)
+    model, seen = PlainNet(), 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+    model.train()
+    batches = iter(loader)
+    for step in range(warmup + steps):
+        if step == warmup:
+            started, seen = time.perf_counter(), 0
+        x, y = next(batches)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - started)
+
+
+def plain_predict_images_per_s(images):
+    loader = DataLoader(TensorDataset(images.float().div(255).unsqueeze(1)), batch_size=1000)
+    model = PlainNet().eval()
+    with torch.no_grad():
+        for (x,) in loader:  # warm-up pass
+            torch.softmax(model(x), 1)
+        started = time.perf_counter()
+        for (x,) in loader:
+            torch.softmax(model(x), 1).argmax(1)
+    return len(images) / (time.perf_counter() - started)
+
+
+def package_train_images_per_s(mnist, steps, precision, log_every=100, warmup=20):
+    with tempfile.TemporaryDirectory() as model_dir:
+        config = RunConfig(precision=precision, log_step_count_steps=log_every, save_summary_steps=log_every)
+        estimator = Estimator(model_dir=model_dir, params=ModelParams(), config=config)
+        input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=100, num_epochs=None)
+        estimator.train(input_fn, max_steps=warmup)
+        started = time.perf_counter()
+        estimator.train(input_fn, steps=steps)  # restore, hooks, logging, final checkpoint: all timed
+        return steps * 100 / (time.perf_counter() - started)
+
+
+def package_predict_images_per_s(mnist, precision):
+    with tempfile.TemporaryDirectory() as model_dir:
+        estimator = Estimator(model_dir=model_dir, config=RunConfig(precision=precision))
+        estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=100, num_epochs=None),
+                        max_steps=1)
+        input_fn = numpy_input_fn(mnist.test.images, batch_size=1000, shuffle=False)
+        for _ in estimator.predict(input_fn):  # warm-up pass
+            pass
+        started = time.perf_counter()
+        count = sum(1 for _ in estimator.predict(input_fn))
+        return count / (time.perf_counter() - started)
+
+
+def matmul_peak_gflops(dtype, size=2048, repeats=10):
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def training_run_peak_rss_mib(steps):
+    """Peak resident memory of a whole `cnn-mnist train` process (data, model, optimizer, hooks)."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        subprocess.run([sys.executable, "-m", "cnn_mnist", "train", "--model-dir", model_dir, "--steps", str(steps),
+                        "--log-probabilities-every", "0", "-q"], check=True, stdout=subprocess.DEVNULL)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed training steps per measurement")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+    mnist = load_mnist()
+
+    fp32_peak, bf16_peak = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
+    figures = {
+        "plain_train_fp32": plain_train_images_per_s(mnist.train.images, mnist.train.labels, args.steps),
+        "train_fp32": package_train_images_per_s(mnist, args.steps, "fp32"),
+        "train_fp32_no_logging": package_train_images_per_s(mnist, args.steps, "fp32", log_every=10**9),
+        "train_bf16": package_train_images_per_s(mnist, args.steps, "bf16"),
+        "plain_predict_fp32": plain_predict_images_per_s(mnist.test.images),
+        "predict_fp32": package_predict_images_per_s(mnist, "fp32"),
+        "predict_bf16": package_predict_images_per_s(mnist, "bf16"),
+    }
+    peak_rss_mib = training_run_peak_rss_mib(args.steps)
+
+    def roofline(name, value):
+        flops = (TRAIN_FLOPS if "train" in name else FORWARD_FLOPS) * value / 1e9
+        peak = bf16_peak if "bf16" in name else fp32_peak
+        return flops, flops / peak
+
+    print(f"{'measurement':<24} {'images/s':>9} {'vs plain':>9} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, value in figures.items():
+        baseline = figures["plain_predict_fp32" if "predict" in name else "plain_train_fp32"]
+        gflops, fraction = roofline(name, value)
+        print(f"{name:<24} {value:>9.0f} {value / baseline:>8.2f}x {gflops:>8.0f} {fraction:>7.0%}")
+    logging_cost = 1 - figures["train_fp32"] / figures["train_fp32_no_logging"]
+    print(f"logging every 100 steps costs {logging_cost:+.1%} against no logging")
+    print(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s; FLOPs per image: "
+          f"forward {FORWARD_FLOPS / 1e6:.1f} M, training step {TRAIN_FLOPS / 1e6:.1f} M")
+    print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; {cpu_model()}")
+    print(json.dumps({
+        "benchmark": "speed", "steps": args.steps, "images_per_s": {k: round(v) for k, v in figures.items()},
+        "ratios": {"train_fp32": figures["train_fp32"] / figures["plain_train_fp32"],
+                   "train_bf16": figures["train_bf16"] / figures["plain_train_fp32"],
+                   "predict_fp32": figures["predict_fp32"] / figures["plain_predict_fp32"],
+                   "predict_bf16": figures["predict_bf16"] / figures["plain_predict_fp32"]},
+        "logging_cost": logging_cost, "time_to_99_s": None, "peak_rss_mib": round(peak_rss_mib),
+        "flops_per_image": {"forward": FORWARD_FLOPS, "train": TRAIN_FLOPS},
+        "peak_gflops": {"fp32_matmul": round(fp32_peak), "bf16_matmul": round(bf16_peak)},
+        "roofline_fraction": {k: round(roofline(k, v)[1], 3) for k, v in figures.items()},
+        "threads": torch.get_num_threads(), "bf16_native": bf16_supported(), "cpu": cpu_model(),
+        "cores": os.cpu_count(), "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
