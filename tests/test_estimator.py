@@ -201,3 +201,23 @@ def test_every_hook_ends_even_when_the_nan_guard_fails_at_the_end(model_dir, mni
         diverging.train(train_input(mnist), max_steps=8, hooks=[ends])
     assert ends.ended_failed is True
     assert list_checkpoints(model_dir)[-1][0] == 3
+
+
+def test_a_scheduled_learning_rate_is_applied_each_step_and_resumes_on_schedule(tmp_path, mnist):
+    from cnn_mnist.model import learning_rate_at
+
+    params = ModelParams(optimizer="adam", learning_rate=0.002, lr_schedule="one_cycle")
+    seen = []
+
+    class RecordRate(Hook):
+        def after_step(self, run):
+            seen.append((run.global_step, run.learning_rate))
+
+    def train_to(model_dir, stop):
+        Estimator(model_dir=model_dir, params=params, config=RunConfig(save_checkpoints_steps=1000)).train(
+            train_input(mnist), max_steps=stop, hooks=[RecordRate()])
+
+    train_to(tmp_path / "a", 6)
+    train_to(tmp_path / "a", 10)  # resumed: the schedule of a run to 10 from step 6 on
+    assert [rate for _, rate in seen[6:]] == [learning_rate_at(step, 10, params) for step in range(6, 10)]
+    assert [step for step, _ in seen] == list(range(1, 11))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnn_mnist.config import ModelParams
-from cnn_mnist.model import Mode, build_optimizer, cnn_model_fn
+from cnn_mnist.model import Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from cnn_mnist.network import ConvNet
 
 
@@ -55,3 +55,17 @@ def test_optimizers(name, kind, extra):
     assert group["lr"] == 0.01
     for key, value in extra.items():
         assert group[key] == value
+
+
+def test_constant_schedule_is_the_learning_rate():
+    params = ModelParams(learning_rate=0.001)
+    assert [learning_rate_at(step, 100, params) for step in (0, 50, 99)] == [0.001] * 3
+
+
+def test_one_cycle_warms_up_then_decays_to_zero_at_the_last_step():
+    params = ModelParams(learning_rate=0.01, lr_schedule="one_cycle", warmup_fraction=0.2)
+    rates = [learning_rate_at(step, 100, params) for step in range(100)]
+    assert rates[0] == pytest.approx(0.01 / 20) and rates[19] == pytest.approx(0.01)
+    assert max(rates) == pytest.approx(0.01)
+    assert rates[20:] == sorted(rates[20:], reverse=True) and rates[99] == pytest.approx(0.01 / 80)
+    assert learning_rate_at(100, 100, params) == 0

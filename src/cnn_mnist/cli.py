@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import INITIALIZERS, OPTIMIZERS, PRESETS, preset
+from .config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
 from .errors import CnnMnistError, DataError
 from .precision import PRECISIONS
 
@@ -164,7 +164,8 @@ def load_npy_images(path: str) -> np.ndarray:
 
 # -- parser --------------------------------------------------------------------------------------
 
-TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "optimizer", "momentum", "dropout", "initializer", "seed",
+TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
+               "initializer", "seed",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision")
 
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                type=positive_int, metavar="N")
     train_flag("--batch-size", "images per step", type=positive_int, metavar="N")
     train_flag("--learning-rate", "optimizer step size", type=positive_float, metavar="LR")
+    train_flag("--lr-schedule", "constant, or one_cycle (warm-up, then linear decay to 0 at --steps)",
+               choices=LR_SCHEDULES)
     train_flag("--optimizer", "sgd (plain), momentum or adam", choices=OPTIMIZERS)
     train_flag("--momentum", "momentum coefficient of the momentum optimizer", type=fraction, metavar="M")
     train_flag("--dropout", "fraction of the dense units dropped in training", type=fraction, metavar="RATE")

@@ -19,7 +19,7 @@ from .errors import CheckpointError, ConfigError, NanLossError
 from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
 from .inputs import ArrayStream
 from .lock import ModelDirLock
-from .model import EstimatorSpec, Mode, build_optimizer, cnn_model_fn
+from .model import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from .network import ConvNet
 from .precision import autocast, resolve_precision
 
@@ -85,6 +85,10 @@ class Estimator:
                 hook.begin(run)
             try:
                 while run.global_step < target and not run.stop_requested and not ctrl_c.pressed:
+                    if self.params.lr_schedule != "constant":
+                        learning_rate = learning_rate_at(run.global_step, target, self.params)
+                        for group in self.optimizer.param_groups:
+                            group["lr"] = learning_rate
                     for hook in hooks:
                         hook.before_step(run)
                     try:

@@ -68,3 +68,16 @@ def build_optimizer(parameters, params: ModelParams) -> torch.optim.Optimizer:
     if params.optimizer == "adam":  # tf.train.AdamOptimizer: the same betas; eps 1e-8 as TF 1.x
         return torch.optim.Adam(parameters, lr=params.learning_rate, eps=1e-8)
     raise ValueError(f"unknown optimizer {params.optimizer!r}")
+
+
+def learning_rate_at(step: int, total_steps: int, params: ModelParams) -> float:
+    """The learning rate for the step after ``step`` steps of a run that ends at ``total_steps``.
+
+    A pure function of the two numbers, so a resumed run continues the same schedule.
+    """
+    if params.lr_schedule == "constant":
+        return params.learning_rate
+    warmup_steps = params.warmup_fraction * total_steps
+    if step < warmup_steps:
+        return params.learning_rate * (step + 1) / warmup_steps
+    return params.learning_rate * max(total_steps - step, 0) / max(total_steps - warmup_steps, 1)
