@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import idx
-from .download import ensure_mnist
+from .download import default_data_dir, ensure_mnist
 from .errors import DataError
 
 VALIDATION_SIZE = 5_000
@@ -49,10 +49,7 @@ class Mnist:
 def load_mnist(data_dir: str | os.PathLike | None = None, *, train_on_all: bool = False,
                download: bool = True, source_dir: str | os.PathLike | None = None) -> Mnist:
     """Load (downloading on first use) and split MNIST."""
-    if download:
-        directory = ensure_mnist(data_dir, source_dir=source_dir)
-    else:
-        directory = Path(data_dir)
+    directory = ensure_mnist(data_dir, source_dir=source_dir) if download else default_data_dir(data_dir)
     train_images, train_labels = read_split(directory, *FILES["train"])
     test = Split(*read_split(directory, *FILES["test"]))
     if len(train_images) <= VALIDATION_SIZE:
