@@ -35,8 +35,8 @@ def cnn_model_fn(network, features, labels, mode):
     conv2 = torch.relu(network.conv2(pool1))  # (N, 64, 14, 14)
     pool2 = network.pool(conv2)  # (N, 64, 7, 7)
 
-    # Dense Layer
-    pool2_flat = pool2.reshape(-1, 7 * 7 * 64)  # (N, 3136)
+    # Dense Layer: flattened (7, 7, 64) row by row, as TF's NHWC reshape did
+    pool2_flat = pool2.permute(0, 2, 3, 1).reshape(-1, 7 * 7 * 64)  # (N, 3136)
     dense = torch.relu(network.dense(pool2_flat))  # (N, 1024)
     dropout = F.dropout(dense, p=0.4, training=mode == Mode.TRAIN)
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from cnn_mnist import fast_linear
 from cnn_mnist.network import NUM_PARAMETERS, ConvNet, as_image_batch, count_parameters
 
 
@@ -95,10 +96,40 @@ def test_pooling_before_relu_matches_the_tutorials_order_in_values_and_gradients
     def tutorial_order(x):  # conv -> ReLU -> pool, as the tutorial wrote it
         x = net.pool(torch.relu(net.conv1(x)))
         x = net.pool(torch.relu(net.conv2(x)))
-        return net.logits(torch.relu(net.dense(x.flatten(1))))
+        x = x.permute(0, 2, 3, 1).flatten(1)  # (7, 7, 64) row by row, as TensorFlow flattened NHWC
+        return net.logits(torch.relu(fast_linear.linear(x, net.dense.weight, net.dense.bias)))
 
     ours, theirs = net(images), tutorial_order(images)
     assert torch.equal(ours, theirs)
     (grad_ours,) = torch.autograd.grad(ours.sum(), images)
     (grad_theirs,) = torch.autograd.grad(theirs.sum(), images)
     torch.testing.assert_close(grad_ours, grad_theirs, rtol=0, atol=1e-7)
+
+
+def test_dense_layer_reads_the_feature_map_row_by_row_like_tensorflow():
+    # TensorFlow reshaped the (N, 7, 7, 64) NHWC map: input column (h * 7 + w) * 64 + c.
+    net = ConvNet().eval()
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        x = torch.relu(net.pool(net.conv2(torch.relu(net.pool(net.conv1(images))))))  # (3, 64, 7, 7)
+        h, w, c = 2, 5, 17
+        column = (h * 7 + w) * 64 + c
+        probe = torch.zeros(3136)
+        probe[column] = 1.0
+        dense_in = x.permute(0, 2, 3, 1).reshape(3, -1)
+        assert torch.equal(dense_in @ probe, x[:, c, h, w])
+        torch.testing.assert_close(net(images), net.logits(torch.relu(dense_in @ net.dense.weight.T + net.dense.bias)))
+
+
+def test_dropout_drops_the_rate_and_scales_the_rest_only_in_training():
+    net = ConvNet(dropout_rate=0.4)
+    x = torch.ones(200, 1024)
+    net.train()
+    out = net._dropout(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.01  # 204,800 draws: 0.01 is > 10 standard deviations
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.6))
+    assert not torch.equal(net._dropout(x), out)  # a fresh mask each call
+    net.eval()
+    assert torch.equal(net._dropout(x), x)
+    assert torch.equal(ConvNet(dropout_rate=0.0).train()._dropout(x), x)

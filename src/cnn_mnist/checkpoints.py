@@ -20,7 +20,11 @@ from torch import nn
 
 from .errors import CheckpointError
 
-FORMAT = "cnn_mnist.checkpoint/1"
+FORMAT = "cnn_mnist.checkpoint/2"
+# Format 1 flattened the last feature map channel-major (c, h, w) before the dense layer;
+# format 2 flattens it (h, w, c), as TensorFlow did and as channels-last memory holds it.
+_FORMAT_1 = "cnn_mnist.checkpoint/1"
+_DENSE_SHAPE = (1024, 3136)
 _NAME = re.compile(r"^model\.ckpt-(\d+)\.pt$")
 _TEMP_PREFIX = ".model.ckpt-"
 
@@ -88,14 +92,37 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{path}: corrupt or unreadable checkpoint ({reason}); delete it to fall back to an older one"
         ) from None
+    if isinstance(state, dict) and state.get("format") == _FORMAT_1:
+        return _upgrade_from_format_1(state)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cnn-mnist checkpoint (format {FORMAT} expected)")
     return state
 
 
-def restore_network(network: nn.Module, state: dict, path: str | os.PathLike) -> None:
-    """Load saved weights, first checking that they belong to this architecture."""
-    saved, expected = state.get("network", {}), network.state_dict()
+def _upgrade_from_format_1(state: dict) -> dict:
+    """Reorder the dense layer's input columns (and any optimizer state shaped like them) from
+    (c, h, w) to (h, w, c): the same function, computed with today's flatten order."""
+
+    def reorder(tensor):
+        if isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == _DENSE_SHAPE:
+            return tensor.reshape(1024, 64, 7, 7).permute(0, 2, 3, 1).reshape(_DENSE_SHAPE).contiguous()
+        return tensor
+
+    state = dict(state, format=FORMAT)
+    for key in ("network", "averaged_network"):
+        if isinstance(state.get(key), dict):
+            state[key] = {name: reorder(value) for name, value in state[key].items()}
+    optimizer = state.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict):
+        state["optimizer"] = dict(optimizer, state={
+            index: {name: reorder(value) for name, value in values.items()} if isinstance(values, dict) else values
+            for index, values in optimizer["state"].items()})
+    return state
+
+
+def restore_network(network: nn.Module, state: dict, path: str | os.PathLike, key: str = "network") -> None:
+    """Load saved weights (``state[key]``), first checking that they belong to this architecture."""
+    saved, expected = state.get(key, {}), network.state_dict()
     mismatch = sorted(set(saved) ^ set(expected))
     if not mismatch:
         mismatch = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} here"

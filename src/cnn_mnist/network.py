@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import fast_linear
+
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 NUM_PARAMETERS = 3_274_634  # 832 + 51,264 + 3,212,288 + 10,250
@@ -43,11 +45,25 @@ class ConvNet(nn.Module):
         # runs ReLU and its backward on a quarter of the elements: 25% of a training step otherwise.
         x = torch.relu(self.pool(self.conv1(x)))  # (N, 32, 14, 14)
         x = torch.relu(self.pool(self.conv2(x)))  # (N, 64, 7, 7)
-        # Flattened channel-major, where TensorFlow flattened (7, 7, 64) channel-last: the same
-        # dense layer up to a fixed permutation of its inputs, which training from scratch ignores.
-        x = x.flatten(1)  # (N, 3136)
-        x = self.dropout(torch.relu(self.dense(x)))  # (N, 1024)
+        # Flattened (7, 7, 64) row by row, as TensorFlow's NHWC reshape did; with channels-last
+        # memory that is a view, where a channel-major flatten would copy (and slow the backward).
+        x = x.permute(0, 2, 3, 1).flatten(1)  # (N, 3136)
+        # The dense layer is 80% of the network's FLOPs; oneDNN runs it ~2x faster than
+        # PyTorch's default BLAS does on AMD CPUs (see fast_linear).
+        x = self._dropout(torch.relu(fast_linear.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
         return self.logits(x)  # (N, 10)
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.dropout(x)``: zero a fraction p of the units while training, scale the rest by
+        1/(1-p). A uniform draw and a compare make the mask 3x faster than ``F.dropout``'s
+        ``bernoulli_`` on CPU (0.27 against 0.86 ms at 100x1024 here), 4% of a bf16 step."""
+        rate = self.dropout.p
+        if not self.training or rate == 0:
+            return x
+        if rate >= 1:
+            return torch.zeros_like(x)
+        keep = torch.rand(x.shape, device=x.device) >= rate
+        return x * keep * (1.0 / (1.0 - rate))
 
 
 def as_image_batch(images: torch.Tensor) -> torch.Tensor:
