@@ -2,6 +2,7 @@
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 
@@ -32,7 +33,8 @@ def run_cli(capsys, *argv):
     ("download", ["--data-dir", "--source-dir"]),
     ("train", ["--model-dir", "--steps", "--batch-size", "--learning-rate", "--optimizer", "--dropout", "--seed",
                "--log-probabilities-every", "--initializer", "--save-checkpoints-secs", "--save-checkpoints-steps",
-               "--keep-checkpoint-max", "--data-dir", "--preset", "--train-on-all"]),
+               "--keep-checkpoint-max", "--data-dir", "--preset", "--train-on-all", "--ema-decay", "--eval-every",
+               "--precision", "--lr-schedule"]),
     ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
     ("predict", ["--model-dir", "--data-dir", "--json", "INPUT"]),
 ])
@@ -58,6 +60,17 @@ def test_train_then_evaluate_prints_the_result_dict(model_dir, tiny_mnist_dir, n
     config = json.loads((model_dir / "config.json").read_text())
     assert config["steps"] == 20 and config["params"]["optimizer"] == "adam" and config["preset"] == "tutorial"
     assert config["params"]["learning_rate"] == 0.001 and config["batch_size"] == 100  # from the preset
+
+
+def test_eval_every_logs_validation_during_training(model_dir, tiny_mnist_dir, no_verify, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    status, out, err = run_cli(capsys, "train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                               *FAST, "--eval-every", "8", "--ema-decay", "0.9")
+    assert status == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation at step")]
+    assert [line.split(":")[0] for line in lines] == ["validation at step 8", "validation at step 16",
+                                                      "validation at step 20"]
+    assert json.loads((model_dir / "config.json").read_text())["params"]["ema_decay"] == 0.9
 
 
 def test_rerunning_train_never_trains_past_steps(trained, tiny_mnist_dir, capsys):

@@ -221,3 +221,85 @@ def test_a_scheduled_learning_rate_is_applied_each_step_and_resumes_on_schedule(
     train_to(tmp_path / "a", 10)  # resumed: the schedule of a run to 10 from step 6 on
     assert [rate for _, rate in seen[6:]] == [learning_rate_at(step, 10, params) for step in range(6, 10)]
     assert [step for step, _ in seen] == list(range(1, 11))
+
+
+def make_averaging_estimator(model_dir, ema_decay=0.9):
+    return Estimator(model_dir=model_dir,
+                     params=ModelParams(optimizer="adam", learning_rate=0.002, ema_decay=ema_decay),
+                     config=RunConfig(save_checkpoints_steps=1000))
+
+
+def test_weight_average_is_kept_saved_and_used_by_evaluate_and_predict(model_dir, mnist):
+    estimator = make_averaging_estimator(model_dir)
+    before = [p.detach().clone() for p in estimator.network.parameters()]
+    estimator.train(train_input(mnist), steps=1)
+    # after one step the average moved a tenth of the way: 0.9 * before + 0.1 * now
+    pairs = zip(estimator.network.parameters(), estimator.averaged.parameters(), strict=True)
+    for start, (now, average) in zip(before, pairs, strict=True):
+        torch.testing.assert_close(average, torch.lerp(start, now.detach(), 0.1))
+    estimator.train(train_input(mnist), steps=20)
+    state = load_checkpoint(estimator.latest_checkpoint())
+    assert set(state["averaged_network"]) == set(state["network"])
+    assert not torch.equal(state["averaged_network"]["dense.weight"], state["network"]["dense.weight"])
+
+    plain = make_estimator(model_dir)  # no averaging asked: the checkpoint's average still serves
+    results = plain.evaluate(eval_input(mnist))
+    with torch.no_grad():
+        plain.averaged.eval()
+        logits = plain.averaged(mnist.test.images)
+    expected = (logits.argmax(1) == mnist.test.labels).double().mean().item()
+    assert results["accuracy"] == pytest.approx(expected, abs=1e-12)
+    predicted = [p["classes"] for p in plain.predict(numpy_input_fn(mnist.test.images, batch_size=64, shuffle=False))]
+    assert predicted == logits.argmax(1).tolist()
+
+
+def test_resumed_training_with_an_average_is_identical(tmp_path, mnist):
+    def run(model_dir, stops):
+        for stop in stops:
+            make_averaging_estimator(model_dir).train(train_input(mnist, batch_size=10), max_steps=stop)
+        return load_checkpoint(list_checkpoints(model_dir)[-1][1])
+
+    straight, resumed = run(tmp_path / "straight", [40]), run(tmp_path / "resumed", [15, 40])
+    for key in ("network", "averaged_network"):
+        for name, weights in straight[key].items():
+            assert torch.equal(weights, resumed[key][name]), (key, name)
+
+
+def test_validation_hook_evaluates_current_weights_without_changing_training(tmp_path, mnist):
+    from cnn_mnist.hooks import ValidationHook
+
+    hook = ValidationHook(10, eval_input(mnist), name="validation")
+    watched = make_estimator(tmp_path / "watched", optimizer="momentum", learning_rate=0.01)
+    watched.train(train_input(mnist), max_steps=25, hooks=[hook])
+    unwatched = make_estimator(tmp_path / "unwatched", optimizer="momentum", learning_rate=0.01)
+    unwatched.train(train_input(mnist), max_steps=25)
+    for mine, theirs in zip(watched.network.parameters(), unwatched.network.parameters(), strict=True):
+        assert torch.equal(mine, theirs)  # evaluating draws no random numbers and leaves train mode as it was
+    assert [h["global_step"] for h in hook.history] == [10, 20, 25]  # every 10 steps and at the end
+    assert all(h["training_s"] > 0 for h in hook.history)
+    assert hook.history[-1]["accuracy"] == watched.evaluate(eval_input(mnist))["accuracy"]
+    assert (tmp_path / "watched" / "eval_validation").is_dir()
+
+
+def test_a_format_1_checkpoint_is_read_with_the_new_flatten_order(model_dir, mnist):
+    from cnn_mnist.checkpoints import save_checkpoint
+
+    estimator = make_estimator(model_dir, optimizer="momentum", learning_rate=0.01)
+    estimator.train(train_input(mnist), steps=5)
+    expected = estimator.evaluate(eval_input(mnist))
+    state = load_checkpoint(estimator.latest_checkpoint())
+
+    def to_channel_major(weight):  # the (c, h, w) column order format 1 used
+        return weight.reshape(1024, 7, 7, 64).permute(0, 3, 1, 2).reshape(1024, 3136)
+
+    state["network"]["dense.weight"] = to_channel_major(state["network"]["dense.weight"])
+    for values in state["optimizer"]["state"].values():
+        values["momentum_buffer"] = (to_channel_major(values["momentum_buffer"])
+                                     if values["momentum_buffer"].shape == (1024, 3136) else values["momentum_buffer"])
+    path = save_checkpoint(model_dir, {**state, "global_step": 6}, keep_checkpoint_max=5)
+    torch.save({**torch.load(path, weights_only=True), "format": "cnn_mnist.checkpoint/1"}, path)
+    upgraded = load_checkpoint(path)
+    again = make_estimator(model_dir).evaluate(eval_input(mnist))
+    assert again["accuracy"] == expected["accuracy"] and again["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert torch.equal(upgraded["optimizer"]["state"][4]["momentum_buffer"],
+                       load_checkpoint(list_checkpoints(model_dir)[-2][1])["optimizer"]["state"][4]["momentum_buffer"])

@@ -165,7 +165,7 @@ def load_npy_images(path: str) -> np.ndarray:
 # -- parser --------------------------------------------------------------------------------------
 
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
-               "initializer", "seed",
+               "initializer", "seed", "ema_decay", "eval_every",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision")
 
@@ -268,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_flag("--momentum", "momentum coefficient of the momentum optimizer", type=fraction, metavar="M")
     train_flag("--dropout", "fraction of the dense units dropped in training", type=fraction, metavar="RATE")
     train_flag("--initializer", "glorot (TensorFlow's) or pytorch (PyTorch's layer defaults)", choices=INITIALIZERS)
+    train_flag("--ema-decay", "keep a moving average of the weights with this decay per step, and evaluate "
+               "and predict with it; 0 turns it off", type=fraction, metavar="D")
     train_flag("--seed", "seeds weights, data order and dropout", type=int, metavar="N")
+    train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
+               "it off", type=non_negative_int, metavar="N")
     train_flag("--log-probabilities-every", "log a batch's softmax probabilities every N steps; 0 turns it off",
                type=non_negative_int, metavar="N")
     train_flag("--save-checkpoints-secs", "seconds between checkpoints", type=positive_float, metavar="S")

@@ -3,6 +3,7 @@ restores from and train saves into, as ``tf.estimator.Estimator`` did."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
+from .allocator import retain_freed_memory
 from .config import ModelParams, RunConfig
 from .errors import CheckpointError, ConfigError, NanLossError
 from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
@@ -56,6 +58,7 @@ class Estimator:
         for name, value in (("steps", steps), ("max_steps", max_steps)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
+        retain_freed_memory()  # 5-20% of a step otherwise goes to page faults (see allocator)
         with ModelDirLock(self.model_dir):
             checkpoints.remove_stale_temporaries(self.model_dir)
             saved = self._restore(required=False, for_training=True)
@@ -74,7 +77,7 @@ class Estimator:
     def _run_steps(self, batches: Iterator, stream, target: int, user_hooks: list[Hook]) -> None:
         run = TrainingRun(model_dir=self.model_dir, start_step=self.global_step, max_steps=target,
                           global_step=self.global_step, optimizer=self.optimizer,
-                          save_checkpoint=lambda: self._save(stream))
+                          save_checkpoint=lambda: self._save(stream), evaluate=self._metrics)
         config = self.config
         hooks = [NanGuardHook(config.log_step_count_steps), LoggingHook(config.log_step_count_steps),
                  SummaryHook(config.save_summary_steps), *user_hooks,
@@ -101,6 +104,8 @@ class Estimator:
                     self.optimizer.zero_grad(set_to_none=True)
                     spec.loss.backward()
                     self.optimizer.step()
+                    if self.averaged is not None:
+                        self._update_average()
                     self.global_step = run.global_step = run.global_step + 1
                     run.loss, run.predictions, run.labels = spec.loss, spec.predictions, labels
                     for hook in hooks:
@@ -124,12 +129,20 @@ class Estimator:
         ``eval_<name>``).
         """
         path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
+        results = self._metrics(input_fn)
+        log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
+                 ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
+        self._write_eval_summaries(results, name)
+        return results
+
+    def _metrics(self, input_fn: Callable[[], Iterable]) -> dict[str, float | int]:
+        """Accuracy and mean loss of the network as it is now (no restore)."""
         count, loss_sum, metric_sums = 0, torch.zeros((), dtype=torch.float64), {}
         with torch.inference_mode(), autocast(self.precision):
             for images, labels in input_fn():
                 if labels is None:
                     raise ConfigError("evaluate needs labels; this input function yields images only")
-                spec = self.model_fn(self.network, images, labels, Mode.EVAL)
+                spec = self.model_fn(self.evaluation_network, images, labels, Mode.EVAL)
                 count += len(labels)
                 loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
                 for key, values in spec.eval_metrics.items():
@@ -139,9 +152,6 @@ class Estimator:
         results = {key: float(total / count) for key, total in metric_sums.items()}
         results["loss"] = float(loss_sum / count)
         results["global_step"] = self.global_step
-        log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
-                 ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
-        self._write_eval_summaries(results, name)
         return results
 
     def predict(self, input_fn: Callable[[], Iterable],
@@ -158,13 +168,28 @@ class Estimator:
         for batch in input_fn():
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             with torch.inference_mode(), autocast(self.precision):
-                spec = self.model_fn(self.network, images, None, Mode.PREDICT)
+                spec = self.model_fn(self.evaluation_network, images, None, Mode.PREDICT)
             classes = spec.predictions["classes"].numpy()
             probabilities = spec.predictions["probabilities"].numpy()
             for i in range(len(classes)):
                 yield {"classes": int(classes[i]), "probabilities": probabilities[i]}
 
     # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def evaluation_network(self) -> torch.nn.Module:
+        """The weights evaluate and predict use: the moving average where there is one."""
+        return self.averaged if self.averaged is not None else self.network
+
+    def _update_average(self) -> None:
+        # One fused pass over the weights: ~0.5 ms a step here (1.5% of a fast-preset step).
+        with torch.no_grad():
+            torch._foreach_lerp_(self._averaged_parameters, self._live_parameters, 1.0 - self.params.ema_decay)
+
+    def _start_average(self) -> None:
+        self.averaged = copy.deepcopy(self.network).requires_grad_(False)
+        self._averaged_parameters = list(self.averaged.parameters())
+        self._live_parameters = list(self.network.parameters())
 
     def latest_checkpoint(self) -> Path | None:
         return checkpoints.latest_checkpoint(self.model_dir)
@@ -177,6 +202,9 @@ class Estimator:
         # conversions; with pooling before ReLU it makes a training step ~1.35x faster here.
         self.network = network.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.network.parameters(), self.params)
+        self.averaged = None
+        if self.params.ema_decay:
+            self._start_average()
         self.global_step = 0
 
     def _restore(self, required: bool, checkpoint_path: str | os.PathLike | None = None,
@@ -196,6 +224,14 @@ class Estimator:
             return None
         state = checkpoints.load_checkpoint(path)
         checkpoints.restore_network(self.network, state, path)
+        if "averaged_network" in state and (self.params.ema_decay or not for_training):
+            if self.averaged is None:
+                self._start_average()
+            checkpoints.restore_network(self.averaged, state, path, key="averaged_network")
+        elif self.params.ema_decay and for_training:  # the average starts from the restored weights
+            self._start_average()
+        else:
+            self.averaged = None
         self.global_step = int(state["global_step"])
         log.info("Restoring parameters from %s", path)
         if not for_training:
@@ -213,7 +249,8 @@ class Estimator:
         return {**state, "path": path}
 
     def _save(self, stream) -> Path:
-        for parameter in self.network.parameters():
+        networks = [self.network] + ([self.averaged] if self.averaged is not None else [])
+        for parameter in (p for network in networks for p in network.parameters()):
             if not torch.isfinite(parameter).all():
                 raise NanLossError(
                     f"NaN loss during training (weights not finite at step {self.global_step}); "
@@ -222,6 +259,7 @@ class Estimator:
         state = {
             "global_step": self.global_step,
             "network": self.network.state_dict(),
+            **({"averaged_network": self.averaged.state_dict()} if self.averaged is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "params": asdict(self.params),

@@ -16,7 +16,7 @@ from . import __version__
 from .config import TrainConfig
 from .datasets import load_mnist
 from .estimator import Estimator
-from .hooks import Hook, ProbabilitiesLogHook
+from .hooks import Hook, ProbabilitiesLogHook, ValidationHook
 from .inputs import numpy_input_fn
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     hooks = [RecordRunConfigHook(config, preset)]
     if config.log_probabilities_every:
         hooks.append(ProbabilitiesLogHook(config.log_probabilities_every))
+    if config.eval_every:
+        hooks.append(ValidationHook(config.eval_every, numpy_input_fn(
+            mnist.validation.images, mnist.validation.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1,
+            shuffle=False)))
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
     eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=EVAL_BATCH_SIZE,
                                    num_epochs=1, shuffle=False)

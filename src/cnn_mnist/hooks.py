@@ -32,6 +32,7 @@ class TrainingRun:
     global_step: int
     optimizer: torch.optim.Optimizer
     save_checkpoint: Callable[[], Path]
+    evaluate: Callable[[Callable], dict] | None = None  # metrics of the current weights on an input_fn
     loss: torch.Tensor | None = None  # batch-mean loss of the last step
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # of the last step
     labels: torch.Tensor | None = None  # of the last step
@@ -195,3 +196,44 @@ class CheckpointSaverHook(Hook):
         path = run.save_checkpoint()
         log.info("Saving checkpoints for %d into %s.", run.global_step, path)
         self._last_saved_step, self._last_save_time = run.global_step, time.monotonic()
+
+
+class ValidationHook(Hook):
+    """Evaluates the current weights on held-out data every ``every_n_steps`` and at the end.
+
+    Logs ``validation: accuracy = ..., loss = ...``, writes the figures as TensorBoard scalars
+    under ``model_dir/eval_<name>``, and keeps them in ``history`` with the training time so far
+    (wall time since the run began, less the time spent evaluating).
+    """
+
+    def __init__(self, every_n_steps: int, input_fn: Callable, name: str = "validation"):
+        if every_n_steps <= 0:
+            raise ValueError(f"every_n_steps must be positive, got {every_n_steps}")
+        self.every_n_steps, self.input_fn, self.name = every_n_steps, input_fn, name
+        self.history: list[dict] = []
+
+    def begin(self, run):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(run.model_dir / f"eval_{self.name}"))
+        self._started, self._evaluating_s = time.perf_counter(), 0.0
+
+    def after_step(self, run):
+        if run.global_step % self.every_n_steps == 0:
+            self._evaluate(run)
+
+    def end(self, run):
+        if not run.failed and (not self.history or self.history[-1]["global_step"] != run.global_step):
+            self._evaluate(run)
+        self._writer.close()
+
+    def _evaluate(self, run):
+        began = time.perf_counter()
+        training_s = began - self._started - self._evaluating_s
+        results = run.evaluate(self.input_fn)
+        self._evaluating_s += time.perf_counter() - began
+        self.history.append({"global_step": run.global_step, "training_s": training_s, **results})
+        for key, value in results.items():
+            self._writer.add_scalar(key, value, run.global_step)
+        log.info("%s at step %d: accuracy = %.4f, loss = %.4f", self.name, run.global_step,
+                 results["accuracy"], results["loss"])
