@@ -35,3 +35,15 @@ class NanLossError(CnnMnistError):
 
 class ConfigError(CnnMnistError):
     """A hyperparameter or option has an impossible value."""
+
+
+class ImageError(DataError):
+    """A file is not a readable image: unknown format, truncated, empty, or too large."""
+
+
+class NoDigitError(ImageError):
+    """An image is blank or nearly blank: there is no digit to read."""
+
+
+class ExportError(CnnMnistError):
+    """A model could not be exported, or the exported file disagrees with the model."""

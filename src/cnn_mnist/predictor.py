@@ -1,0 +1,61 @@
+"""A trained model loaded once for answering many prediction calls: the CLI's image path, the
+HTTP service and export all use it, so they restore the same weights the same way.
+
+It restores the newest checkpoint in a model directory (or a given one) the way ``evaluate``
+and ``predict`` do: the weight average where the checkpoint carries one. The network is put in
+eval mode once and never changed after, so concurrent ``predict`` calls from several threads
+are safe (each runs under ``torch.inference_mode`` and writes nothing shared).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoints
+from .errors import CheckpointError
+from .network import IMAGE_SIZE, NUM_CLASSES, ConvNet
+from .precision import autocast, resolve_precision
+
+CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    classes: np.ndarray  # (N,) int64
+    probabilities: np.ndarray  # (N, 10) float32
+
+
+class Predictor:
+    """``Predictor(model_dir).predict(pixels)`` -> classes and probabilities."""
+
+    def __init__(self, model_dir: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None,
+                 precision: str = "fp32"):
+        self.model_dir = Path(model_dir)
+        path = Path(checkpoint_path) if checkpoint_path else checkpoints.latest_checkpoint(self.model_dir)
+        if path is None:
+            raise CheckpointError(
+                f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})")
+        state = checkpoints.load_checkpoint(path)
+        self.network = ConvNet().to(memory_format=torch.channels_last)
+        key = "averaged_network" if "averaged_network" in state else "network"
+        checkpoints.restore_network(self.network, state, path, key=key)
+        self.network.eval().requires_grad_(False)
+        self.checkpoint_path = path
+        self.global_step = int(state["global_step"])
+        self.uses_weight_average = key == "averaged_network"
+        self.precision = resolve_precision(precision)
+
+    def predict(self, pixels: np.ndarray | torch.Tensor) -> Prediction:
+        """``pixels``: (28, 28), (N, 28, 28), (N, 784) or (N, 1, 28, 28); uint8 0-255 or float 0-1."""
+        images = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
+        if tuple(images.shape) == (IMAGE_SIZE, IMAGE_SIZE):  # one image
+            images = images.unsqueeze(0)
+        with torch.inference_mode(), autocast(self.precision):
+            logits = self.network(images).float()
+        probabilities = torch.softmax(logits, dim=1)
+        return Prediction(classes=probabilities.argmax(dim=1).numpy(), probabilities=probabilities.numpy())
