@@ -12,10 +12,11 @@ Time to 99%: the `fast` preset trained from scratch, its (averaged) weights eval
 10,000 test images every 10 steps; the figure is training wall time (evaluation pauses excluded)
 at the first evaluation at or above 99.0%.
 
-Both plain-loop baselines run first: the package sets a process-wide allocator option when it
-trains (see cnn_mnist/allocator.py), which would otherwise speed up the baselines too.
+Each throughput figure is the best of --rounds interleaved rounds, each measurement in a fresh
+process: the package sets a process-wide allocator option when it trains (see
+cnn_mnist/allocator.py) that would otherwise speed up a baseline measured after it.
 
-Usage: python benchmarks/speed.py [--steps 300] [--threads N] [--skip-time-to-99]
+Usage: python benchmarks/speed.py [--steps 300] [--rounds 3] [--threads N] [--skip-time-to-99]
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ class PlainNet(nn.Module):
         return self.fc2(self.dropout(F.relu(self.fc1(torch.flatten(x, 1)))))
 
 
-# Each figure is the best of REPEATS timed windows, for the baselines and the package alike:
-# this VM's throughput wanders by several percent from one window to the next.
-REPEATS = 3
+# Each figure is the best of several timed windows, for the baselines and the package alike:
+# this VM's throughput wanders by several percent from minute to minute. Every measurement runs
+# in its own process (the package sets a process-wide allocator option when it trains, which
+# would otherwise leak into the baselines), and the rounds interleave all of them, so a slow
+# minute hurts every figure alike instead of one.
+REPEATS = 1  # timed windows per process, after a warm-up
 
 
 def plain_train_images_per_s(images, labels, steps, warmup=20):
@@ -156,6 +160,25 @@ def time_to_99(mnist, seed=0, every=10):
             "steps": config.steps, "batch_size": config.batch_size}
 
 
+MEASUREMENTS = {
+    "plain_train_fp32": lambda mnist, steps: plain_train_images_per_s(mnist.train.images, mnist.train.labels, steps),
+    "plain_predict_fp32": lambda mnist, steps: plain_predict_images_per_s(mnist.test.images),
+    "train_fp32": lambda mnist, steps: package_train_images_per_s(mnist, steps, "fp32"),
+    "train_fp32_no_logging": lambda mnist, steps: package_train_images_per_s(mnist, steps, "fp32", log_every=10**9),
+    "train_bf16": lambda mnist, steps: package_train_images_per_s(mnist, steps, "bf16"),
+    "predict_fp32": lambda mnist, steps: package_predict_images_per_s(mnist, "fp32"),
+    "predict_bf16": lambda mnist, steps: package_predict_images_per_s(mnist, "bf16"),
+}
+
+
+def measure_in_subprocess(name, args) -> float:
+    command = [sys.executable, __file__, "--only", name, "--steps", str(args.steps)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])[name]
+
+
 def matmul_peak_gflops(dtype, size=2048, repeats=10, onednn=False):
     """Square matrix products through torch.mm (PyTorch's BLAS for fp32, oneDNN for bf16), or
     through oneDNN's inner product for fp32 (the path the package's dense layer takes)."""
@@ -199,24 +222,22 @@ def main():
     parser.add_argument("--skip-time-to-99", action="store_true", help="skip the fast-preset runs (~40 s each)")
     parser.add_argument("--fast-seeds", type=int, nargs="+", default=[0], metavar="SEED",
                         help="seeds of the fast-preset runs (default: 0); the first gives time_to_99_s")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each figure is the best")
+    parser.add_argument("--only", choices=sorted(MEASUREMENTS), help=argparse.SUPPRESS)  # one, in this process
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
     mnist = load_mnist()
+    if args.only:
+        print(json.dumps({args.only: MEASUREMENTS[args.only](mnist, args.steps)}))
+        return
 
-    figures = {  # baselines first: see the module docstring
-        "plain_train_fp32": plain_train_images_per_s(mnist.train.images, mnist.train.labels, args.steps),
-        "plain_predict_fp32": plain_predict_images_per_s(mnist.test.images),
-    }
-    figures.update({
-        "train_fp32": package_train_images_per_s(mnist, args.steps, "fp32"),
-        "train_fp32_no_logging": package_train_images_per_s(mnist, args.steps, "fp32", log_every=10**9),
-        "train_bf16": package_train_images_per_s(mnist, args.steps, "bf16"),
-        "predict_fp32": package_predict_images_per_s(mnist, "fp32"),
-        "predict_bf16": package_predict_images_per_s(mnist, "bf16"),
-    })
+    figures = dict.fromkeys(MEASUREMENTS, 0.0)
+    for _ in range(args.rounds):
+        for name in MEASUREMENTS:
+            figures[name] = max(figures[name], measure_in_subprocess(name, args))
     peaks = {"fp32_blas": matmul_peak_gflops(torch.float32),
              "fp32_onednn": matmul_peak_gflops(torch.float32, onednn=True),
              "bf16_onednn": matmul_peak_gflops(torch.bfloat16)}
@@ -252,7 +273,8 @@ def main():
               f"min {finals.min():.4f}, max {finals.max():.4f}, std {finals.std():.4f}")
     print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; {cpu_model()}")
     print(json.dumps({
-        "benchmark": "speed", "steps": args.steps, "images_per_s": {k: round(v) for k, v in figures.items()},
+        "benchmark": "speed", "steps": args.steps, "rounds": args.rounds,
+        "images_per_s": {k: round(v) for k, v in figures.items()},
         "ratios": {"train_fp32": figures["train_fp32"] / figures["plain_train_fp32"],
                    "train_bf16": figures["train_bf16"] / figures["plain_train_fp32"],
                    "predict_fp32": figures["predict_fp32"] / figures["plain_predict_fp32"],
