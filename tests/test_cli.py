@@ -36,7 +36,8 @@ def run_cli(capsys, *argv):
                "--keep-checkpoint-max", "--data-dir", "--preset", "--train-on-all", "--ema-decay", "--eval-every",
                "--precision", "--lr-schedule"]),
     ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
-    ("predict", ["--model-dir", "--data-dir", "--json", "INPUT"]),
+    ("predict", ["--model-dir", "--data-dir", "--json", "--save-prepared", "INPUT", "Exit status 1"]),
+    ("export", ["--model-dir", "--data-dir", "--format", "--output"]),
 ])
 def test_every_subcommand_documents_its_flags(command, flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -108,6 +109,64 @@ def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, c
     assert all(sum(row["probabilities"]) == pytest.approx(1, abs=1e-4) for row in rows)
     status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "5")
     assert status == 0 and out.startswith("test[5]: class ") and "probabilities [" in out
+
+
+def write_images(directory):
+    """A 7 as PNG and as JPEG, a blank PNG, a text file and a truncated PNG."""
+    from PIL import Image, ImageDraw
+
+    seven = Image.new("RGB", (120, 160), "white")
+    ImageDraw.Draw(seven).line([(25, 30), (95, 30), (45, 135)], fill="black", width=14)
+    seven.save(directory / "seven.png")
+    seven.save(directory / "seven.jpg", quality=75)
+    Image.new("RGB", (100, 100), "white").save(directory / "blank.png")
+    (directory / "notes.txt").write_text("not an image")
+    (directory / "cut.png").write_bytes((directory / "seven.png").read_bytes()[:100])
+
+
+def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from cnn_mnist.images import prepare_image
+    from cnn_mnist.predictor import Predictor
+
+    write_images(tmp_path)
+    files = [str(tmp_path / name) for name in ("seven.png", "seven.jpg", "blank.png")]
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), *files,
+                               "--save-prepared", str(tmp_path / "seen"))
+    lines = out.splitlines()
+    assert status == 0 and err == "" and len(lines) == 3
+    expected = Predictor(trained).predict(prepare_image(files[0]))
+    assert lines[0].startswith(f"{files[0]}: class {expected.classes[0]}  probabilities [")
+    assert lines[1].startswith(f"{files[1]}: class ")
+    assert lines[2].startswith(f"{files[2]}: no digit found")
+    saved = sorted(path.name for path in (tmp_path / "seen").iterdir())
+    assert saved == ["seven-2.png", "seven.png"]  # one per image with a digit, named after it
+    assert (Image.open(tmp_path / "seen" / "seven.png").size, Image.open(tmp_path / "seen" / "seven.png").mode) == (
+        (28, 28), "L")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "seen" / "seven.png")), prepare_image(files[0]))
+
+
+def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_mnist_dir, tmp_path, capsys):
+    write_images(tmp_path)
+    names = ("seven.png", "notes.txt", "blank.png", "cut.png", "missing.png")
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                               *(str(tmp_path / name) for name in names), "3", "--json")
+    assert status == 1
+    result = json.loads(out)
+    rows = {row["input"].rsplit("/", 1)[-1]: row for row in result["predictions"]}
+    assert result["global_step"] == 20 and len(rows) == 6
+    assert rows["seven.png"]["classes"] in range(10) and sum(rows["seven.png"]["probabilities"]) == pytest.approx(1)
+    assert rows["test[3]"]["classes"] in range(10) and "label" in rows["test[3]"]
+    assert rows["blank.png"]["no_digit"] and rows["blank.png"]["classes"] is None
+    assert "no digit found" in rows["blank.png"]["detail"] and "error" not in rows["blank.png"]
+    assert "not an image" in rows["notes.txt"]["error"] and rows["notes.txt"]["probabilities"] is None
+    assert "truncated or corrupt" in rows["cut.png"]["error"]
+    assert "missing.png: file not found" in rows["missing.png"]["error"]
+    errors = err.splitlines()  # one line per unreadable file, naming it
+    assert len(errors) == 3 and all(line.startswith("cnn-mnist: error: ") for line in errors)
+    assert [name for name in ("notes.txt", "cut.png", "missing.png") if any(name in line for line in errors)] == [
+        "notes.txt", "cut.png", "missing.png"]
 
 
 def one_line_error(capsys, argv, expected, status=1):

@@ -1,4 +1,4 @@
-"""The ``cnn-mnist`` command line: download, train, evaluate, predict.
+"""The ``cnn-mnist`` command line: download, train, evaluate, predict, export, serve.
 
 Intentionally thin: each subcommand parses its flags and calls the library. Problems the
 user can fix (a ``CnnMnistError``) end as one line on stderr and a non-zero exit status.
@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,27 +80,90 @@ def evaluate(args) -> None:
     print(json.dumps(results) if args.json else results)
 
 
-def predict(args) -> None:
-    from .estimator import Estimator
+def predict(args) -> int:
     from .experiment import EVAL_BATCH_SIZE
-    from .inputs import numpy_input_fn
+    from .predictor import Predictor
 
     _require_model_dir(args.model_dir)
-    names, images, labels = _read_predict_inputs(args.inputs, args.data_dir)
-    classifier = Estimator(model_dir=args.model_dir)
-    predictions = classifier.predict(numpy_input_fn(images, batch_size=EVAL_BATCH_SIZE, shuffle=False))
-    rows = []
-    for name, label, prediction in zip(names, labels, predictions, strict=True):
-        rows.append({"input": name, "classes": prediction["classes"],
-                     "probabilities": [round(float(p), 6) for p in prediction["probabilities"]],
-                     **({} if label is None else {"label": label})})
-    if args.json:
-        print(json.dumps({"global_step": classifier.global_step, "predictions": rows}))
-        return
+    inputs = _read_predict_inputs(args.inputs, args.data_dir)
+    predictor = Predictor(args.model_dir)
+    readable = [item for item in inputs if item.pixels is not None]
+    for start in range(0, len(readable), EVAL_BATCH_SIZE):
+        batch = readable[start:start + EVAL_BATCH_SIZE]
+        prediction = predictor.predict(np.stack([item.pixels for item in batch]))
+        for item, classes, probabilities in zip(batch, prediction.classes.tolist(),
+                                                prediction.probabilities.tolist(), strict=True):
+            item.row.update(classes=classes, probabilities=[round(p, 6) for p in probabilities])
+    if args.save_prepared:
+        _save_prepared(args.save_prepared, inputs)
+    rows = [item.row for item in inputs]
     for row in rows:
-        label = f" (label {row['label']})" if "label" in row else ""
-        probabilities = " ".join(f"{p:.3f}" for p in row["probabilities"])
-        print(f"{row['input']}: class {row['classes']}{label}  probabilities [{probabilities}]")
+        if "error" in row:
+            print(f"cnn-mnist: error: {row['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"global_step": predictor.global_step, "predictions": rows}))
+    else:
+        for row in rows:
+            if row["no_digit"]:
+                print(row["detail"])
+            elif "error" not in row:
+                label = f" (label {row['label']})" if "label" in row else ""
+                probabilities = " ".join(f"{p:.3f}" for p in row["probabilities"])
+                print(f"{row['input']}: class {row['classes']}{label}  probabilities [{probabilities}]")
+    return EXIT_ERROR if any("error" in row for row in rows) else 0
+
+
+@dataclass
+class _PredictInput:
+    row: dict  # what is printed: input, classes, probabilities, no_digit, and label, detail or error
+    pixels: np.ndarray | None = None  # (28, 28) float32 in [0, 1], the network's input; None if unreadable
+    prepared: np.ndarray | None = None  # (28, 28) uint8: an image file after prepare_image
+
+
+def _save_prepared(directory: str, inputs: list[_PredictInput]) -> None:
+    """Each image file's prepared pixels as DIR/<its name>.png (-2, -3, ... where names repeat)."""
+    from PIL import Image
+
+    out, taken = Path(directory), set()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for item in inputs:
+            if item.prepared is None:
+                continue
+            stem, n = Path(item.row["input"]).stem or "image", 1
+            while (name := f"{stem}.png" if n == 1 else f"{stem}-{n}.png") in taken:
+                n += 1
+            taken.add(name)
+            Image.fromarray(item.prepared, "L").save(out / name)
+            item.row["prepared_file"] = str(out / name)
+    except OSError as err:
+        raise CnnMnistError(f"cannot write the prepared images to {directory}: {err.strerror or err}") from None
+
+
+def export(args) -> None:
+    from .export import export_model
+
+    _require_model_dir(args.model_dir)
+    result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir)
+    print(result)
+    if result.parity is not None:
+        print(result.parity)
+
+
+def serve(args) -> None:
+    try:
+        from .service import serve as serve_model
+    except ModuleNotFoundError as err:
+        if err.name and err.name.split(".")[0] in SERVE_MODULES:
+            raise CnnMnistError(f"serve needs {err.name}, which is not installed: "
+                                "pip install 'cnn-mnist[serve]'") from None
+        raise
+    _require_model_dir(args.model_dir)
+    serve_model(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                log_level="warning" if args.quiet else "info")
+
+
+SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "multipart", "python_multipart")
 
 
 def _require_model_dir(model_dir: str) -> None:
@@ -108,34 +172,47 @@ def _require_model_dir(model_dir: str) -> None:
                             f"--model-dir {model_dir}) or pass --model-dir")
 
 
-def _read_predict_inputs(inputs: list[str], data_dir: str | None):
-    """INPUTs are test-set indices or .npy files; returns names, (N, 28, 28) images, labels."""
-    names, arrays, labels = [], [], []
-    test = None
-    for item in inputs:
-        if item.lstrip("-").isdigit():
-            if test is None:
-                from .datasets import load_mnist
+def _read_predict_inputs(inputs: list[str], data_dir: str | None) -> list[_PredictInput]:
+    """INPUTs are test-set indices, .npy files or image files; one _PredictInput per image (a .npy
+    may hold many). One that cannot be read carries its one-line error, a blank image no_digit."""
+    from .errors import NoDigitError
+    from .images import prepare_image
 
-                test = load_mnist(data_dir).test
-            index = int(item)
-            if not 0 <= index < len(test):
-                raise DataError(f"test-set index {index} is out of range 0..{len(test) - 1}")
-            names.append(f"test[{index}]")
-            arrays.append(test.images[index].numpy().astype(np.float32)[None] / 255.0)
-            labels.append(int(test.labels[index]))
-        else:
-            batch = load_npy_images(item)
-            names += [item] if len(batch) == 1 else [f"{item}[{i}]" for i in range(len(batch))]
-            arrays.append(batch)
-            labels += [None] * len(batch)
-    return names, np.concatenate(arrays).astype(np.float32), labels
+    test = None
+    if any(item.lstrip("-").isdigit() for item in inputs):
+        from .datasets import load_mnist
+
+        test = load_mnist(data_dir).test  # no MNIST is an error for the whole command
+    read = []
+
+    def add(name: str, pixels=None, prepared=None, **fields):
+        row = {"input": name, "classes": None, "probabilities": None, "no_digit": False, **fields}
+        read.append(_PredictInput(row, pixels, prepared))
+
+    for item in inputs:
+        try:
+            if item.lstrip("-").isdigit():
+                index = int(item)
+                if not 0 <= index < len(test):
+                    raise DataError(f"test-set index {index} is out of range 0..{len(test) - 1}")
+                add(f"test[{index}]", test.images[index].numpy().astype(np.float32) / 255.0,
+                    label=int(test.labels[index]))
+            elif item.lower().endswith(".npy"):
+                batch = load_npy_images(item)
+                for i, pixels in enumerate(batch):
+                    add(item if len(batch) == 1 else f"{item}[{i}]", pixels)
+            else:  # anything else is read as an image file: PNG, JPEG, BMP, GIF, WebP, TIFF, PPM
+                prepared = prepare_image(item)
+                add(item, prepared.astype(np.float32) / 255.0, prepared)
+        except NoDigitError as err:
+            add(item, no_digit=True, detail=str(err))
+        except DataError as err:
+            add(item, error=str(err))
+    return read
 
 
 def load_npy_images(path: str) -> np.ndarray:
     """A .npy file of one or many 28x28 images -> (N, 28, 28) float32 in [0, 1]."""
-    if not path.endswith(".npy"):
-        raise DataError(f"{path}: not a test-set index or a .npy file (image files come in a later release)")
     try:
         array = np.load(path, allow_pickle=False)  # never unpickle a user's file
     except FileNotFoundError:
@@ -222,7 +299,8 @@ def _number(text: str, kind):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnn-mnist",
-        description="TensorFlow's 'CNN with Estimators' MNIST tutorial on PyTorch: download, train, evaluate, predict.",
+        description="TensorFlow's 'CNN with Estimators' MNIST tutorial on PyTorch: "
+                    "download, train, evaluate, predict, export, serve.",
     )
     parser.add_argument("--version", action="version", version=f"cnn-mnist {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -290,10 +368,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    sub = command("predict", predict, "classes and probabilities for test-set images or .npy files")
+    sub = command("predict", predict, "classes and probabilities for image files, test-set images or .npy files")
+    sub.epilog = ("Image files are prepared as MNIST was made: ink found against the paper (either polarity), "
+                  "cropped, scaled to 20 pixels on the longer side and centred by mass in 28x28. A blank image is "
+                  "answered 'no digit found'. Exit status 1 if any INPUT could not be read (its error is printed, "
+                  "the other inputs are still answered), else 0.")
     model_dir(sub)
     data_dir(sub)
     sub.add_argument("inputs", nargs="+", metavar="INPUT",
-                     help="a test-set index (0-9999) or a .npy file of 784 pixels or 28x28 images")
+                     help="an image file (PNG, JPEG, BMP, GIF, WebP, TIFF, PPM; any size, dark on light or light "
+                          "on dark), a test-set index (0-9999), or a .npy file of 784 pixels or 28x28 images")
     sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub.add_argument("--save-prepared", type=directory, metavar="DIR",
+                     help="write the 28x28 image the network saw for each image file to DIR/<name>.png")
+
+    sub = command("export", export, "write the newest checkpoint as ONNX (checked against PyTorch in onnxruntime) "
+                  "or safetensors")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("--format", choices=("onnx", "safetensors"), required=True,
+                     help="onnx: network, softmax and argmax in one file, parity-checked on 1,000 test images; "
+                          "safetensors: the weights alone")
+    sub.add_argument("--output", metavar="PATH",
+                     help="file to write (default: <model-dir>/export/model.onnx or model.safetensors)")
+
+    sub = command("serve", serve, "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /")
+    model_dir(sub)
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    sub.add_argument("--port", type=non_negative_int, default=8000, help="TCP port (default: 8000)")
+    sub.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N",
+                     help="refuse request bodies over N bytes with 413 (default: 4194304)")
     return parser
