@@ -97,3 +97,27 @@ def test_a_malicious_pickle_is_refused_without_running_it(tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match="corrupt or unreadable"):
         checkpoints.load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_each_checkpoint_carries_a_checksum_of_its_contents(tmp_path):
+    path = checkpoints.save_checkpoint(tmp_path, state(3), keep_checkpoint_max=5)
+    raw = torch.load(path, weights_only=True)
+    assert raw["sha256"] == checkpoints.content_digest({k: v for k, v in raw.items() if k != "sha256"})
+    assert "sha256" not in checkpoints.load_checkpoint(path)  # checked, then dropped
+    raw["network"]["dense.bias"][0] += 1.0  # one changed number, written back with the old checksum
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=r"model\.ckpt-3\.pt: corrupt checkpoint \(its contents do not match"):
+        checkpoints.load_checkpoint(path)
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, caplog):
+    older = checkpoints.save_checkpoint(tmp_path, state(3), keep_checkpoint_max=5)
+    newest = checkpoints.save_checkpoint(tmp_path, state(6), keep_checkpoint_max=5)
+    newest.write_bytes(newest.read_bytes()[:1000])  # a copy that stopped half-way
+    path, loaded = checkpoints.load_newest_good(tmp_path)
+    assert path == older and loaded["global_step"] == 3
+    assert "model.ckpt-6.pt: corrupt or unreadable checkpoint" in caplog.text
+    older.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no readable checkpoint in"):
+        checkpoints.load_newest_good(tmp_path)
+    assert checkpoints.load_newest_good(tmp_path / "empty") is None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnn_mnist.checkpoints import content_digest
 from cnn_mnist.cli import build_parser, main
 from cnn_mnist.datasets import FILES
 from conftest import write_mnist_dir
@@ -227,7 +228,8 @@ def test_checkpoint_of_another_shape(trained, tiny_mnist_dir, capsys):
     path = trained / "model.ckpt-20.pt"
     state = torch.load(path, weights_only=True)
     state["network"]["dense.weight"] = torch.zeros(512, 3136)
-    torch.save(state, path)
+    del state["sha256"]
+    torch.save({**state, "sha256": content_digest(state)}, path)  # intact, but another model's
     one_line_error(capsys, ["evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)],
                    "checkpoint of another model (dense.weight: (512, 3136) saved, (1024, 3136) here)")
 

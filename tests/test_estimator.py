@@ -303,3 +303,19 @@ def test_a_format_1_checkpoint_is_read_with_the_new_flatten_order(model_dir, mni
     assert again["accuracy"] == expected["accuracy"] and again["loss"] == pytest.approx(expected["loss"], rel=1e-6)
     assert torch.equal(upgraded["optimizer"]["state"][4]["momentum_buffer"],
                        load_checkpoint(list_checkpoints(model_dir)[-2][1])["optimizer"]["state"][4]["momentum_buffer"])
+
+
+def test_a_damaged_newest_checkpoint_falls_back_for_evaluate_and_train(model_dir, mnist, caplog):
+    caplog.set_level(logging.INFO)
+    estimator = make_estimator(model_dir, save_checkpoints_steps=5)
+    estimator.train(train_input(mnist), max_steps=10)
+    newest = model_dir / "model.ckpt-10.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
+    results = make_estimator(model_dir).evaluate(eval_input(mnist))
+    assert results["global_step"] == 5  # and the log says which file was skipped and which one was used
+    assert "model.ckpt-10.pt: corrupt or unreadable checkpoint" in caplog.text
+    assert "(checkpoint model.ckpt-5.pt)" in caplog.text
+    resumed = make_estimator(model_dir, save_checkpoints_steps=5)
+    resumed.train(train_input(mnist), max_steps=12)  # from step 5, over the damaged file
+    assert resumed.global_step == 12
+    assert load_checkpoint(model_dir / "model.ckpt-10.pt")["global_step"] == 10  # rewritten whole on the way

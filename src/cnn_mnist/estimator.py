@@ -213,8 +213,12 @@ class Estimator:
 
         Training also restores the optimizer and the random stream; evaluation needs only weights.
         """
-        path = Path(checkpoint_path) if checkpoint_path else self.latest_checkpoint()
-        if path is None:
+        if checkpoint_path:
+            path = Path(checkpoint_path)
+            found = (path, checkpoints.load_checkpoint(path))
+        else:
+            found = checkpoints.load_newest_good(self.model_dir)
+        if found is None:
             if required:
                 raise CheckpointError(
                     f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})"
@@ -222,7 +226,7 @@ class Estimator:
             self._initialize()
             torch.manual_seed(self.config.seed)  # dropout's random stream
             return None
-        state = checkpoints.load_checkpoint(path)
+        path, state = found
         checkpoints.restore_network(self.network, state, path)
         if "averaged_network" in state and (self.params.ema_decay or not for_training):
             if self.averaged is None:

@@ -36,11 +36,14 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None,
                  precision: str = "fp32"):
         self.model_dir = Path(model_dir)
-        path = Path(checkpoint_path) if checkpoint_path else checkpoints.latest_checkpoint(self.model_dir)
-        if path is None:
+        if checkpoint_path:
+            found = (Path(checkpoint_path), checkpoints.load_checkpoint(checkpoint_path))
+        else:
+            found = checkpoints.load_newest_good(self.model_dir)  # warns about damaged newer ones
+        if found is None:
             raise CheckpointError(
                 f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})")
-        state = checkpoints.load_checkpoint(path)
+        path, state = found
         self.network = ConvNet().to(memory_format=torch.channels_last)
         key = "averaged_network" if "averaged_network" in state else "network"
         checkpoints.restore_network(self.network, state, path, key=key)
