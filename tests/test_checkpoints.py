@@ -4,6 +4,8 @@ import os
 import pickle
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch
 
 from cnn_mnist import checkpoints
@@ -121,3 +123,21 @@ def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
     with pytest.raises(CheckpointError, match="no readable checkpoint in"):
         checkpoints.load_newest_good(tmp_path)
     assert checkpoints.load_newest_good(tmp_path / "empty") is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_checkpoint_bytes_end_in_the_packages_error_or_a_valid_state(tmp_path, data):
+    small = {"global_step": 4, "network": {"w": torch.arange(12.0)}}
+    good = checkpoints.save_checkpoint(tmp_path, small, keep_checkpoint_max=5).read_bytes()
+    damaged = bytearray(good[: data.draw(st.integers(0, len(good)))])
+    for position in data.draw(st.lists(st.integers(0, max(len(damaged) - 1, 0)), max_size=4)):
+        if damaged:
+            damaged[position] ^= 0xFF
+    path = tmp_path / "model.ckpt-9.pt"
+    path.write_bytes(bytes(damaged))
+    try:
+        state = checkpoints.load_checkpoint(path)
+    except CheckpointError:
+        return
+    assert state["global_step"] == 4 and torch.equal(state["network"]["w"], torch.arange(12.0))

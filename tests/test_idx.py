@@ -5,6 +5,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnn_mnist import idx
 from cnn_mnist.errors import IdxFormatError
@@ -92,3 +94,32 @@ def test_writer_refuses_arrays_the_format_cannot_hold():
         idx.encode(idx.IMAGES_MAGIC, np.zeros((1, 2, 2), np.float32))
     with pytest.raises(IdxFormatError, match="3 dimensions"):
         idx.encode(idx.IMAGES_MAGIC, np.zeros((2, 2), np.uint8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=64), magic=st.sampled_from([idx.IMAGES_MAGIC, idx.LABELS_MAGIC]))
+def test_any_bytes_decode_to_an_array_or_the_packages_error(data, magic):
+    try:
+        array = idx.decode(data, magic)
+    except IdxFormatError:
+        return
+    assert array.dtype == np.uint8 and array.ndim == (3 if magic == idx.IMAGES_MAGIC else 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.tuples(*[st.integers(0, 2**32 - 1)] * 3), tail=st.binary(max_size=32))
+def test_hostile_headers_never_allocate_what_they_declare(shape, tail):
+    data = struct.pack(">IIII", idx.IMAGES_MAGIC, *shape) + tail
+    try:
+        array = idx.decode(data, idx.IMAGES_MAGIC)
+    except IdxFormatError:
+        return
+    assert array.nbytes == len(tail)
+
+
+def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(idx, "MAX_BYTES", 1 << 20)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes(4 << 20)))  # 4 MiB of zeros in a few KiB
+    with pytest.raises(IdxFormatError, match="expands to over 1 MiB"):
+        idx.read_images(path)

@@ -8,6 +8,7 @@ Files ending in ``.gz`` are read and written gzip-compressed.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from pathlib import Path
@@ -18,6 +19,7 @@ from .errors import IdxFormatError
 
 IMAGES_MAGIC = 2051  # 0x0803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x0801: unsigned byte, 1 dimension
+MAX_BYTES = 256 << 20  # MNIST's largest file is 47 MB; a .gz is never expanded past this
 _NDIM = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}
 
 
@@ -73,7 +75,7 @@ def decode(data: bytes, expected_magic: int, name: str = "<bytes>") -> np.ndarra
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     if ndim == 3 and (shape[1] == 0 or shape[2] == 0):
         raise IdxFormatError(f"{name}: bad dimensions {shape}: images must have rows and columns")
-    expected_len = header_len + int(np.prod(shape, dtype=np.int64))
+    expected_len = header_len + math.prod(shape)  # exact: a hostile header cannot overflow it
     if len(data) != expected_len:
         raise IdxFormatError(
             f"{name}: byte length {len(data)} does not match dimensions {shape} "
@@ -85,9 +87,14 @@ def decode(data: bytes, expected_magic: int, name: str = "<bytes>") -> np.ndarra
 def _read(path: str | os.PathLike, magic: int) -> np.ndarray:
     path = Path(path)
     try:
-        raw = path.read_bytes()
         if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+            with gzip.open(path) as file:  # bounded: a small .gz can expand without limit
+                raw = file.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                raise IdxFormatError(f"{path}: expands to over {MAX_BYTES >> 20} MiB, far more than any MNIST "
+                                     "file; is it the right file?")
+        else:
+            raw = path.read_bytes()
     except FileNotFoundError:
         raise IdxFormatError(f"{path}: file not found") from None
     except (OSError, EOFError, gzip.BadGzipFile) as err:
