@@ -44,7 +44,21 @@ def test_a_save_that_fails_midway_leaves_no_file_and_older_checkpoints_intact(tm
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint model\.ckpt-2\.pt .*No space left.*"
+                                              r"earlier checkpoints are intact"):
+        checkpoints.save_checkpoint(tmp_path, {"global_step": 2}, keep_checkpoint_max=5)
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt-1.pt"]
+    assert checkpoints.load_checkpoint(tmp_path / "model.ckpt-1.pt")["global_step"] == 1
+
+
+def test_no_permission_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
+    checkpoints.save_checkpoint(tmp_path, {"global_step": 1}, keep_checkpoint_max=5)
+
+    def read_only_directory(**kwargs):  # what mkstemp meets in a directory it may not write (as non-root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoints.tempfile, "mkstemp", read_only_directory)
+    with pytest.raises(CheckpointError, match="could not write checkpoint model.ckpt-2.pt .*Permission denied"):
         checkpoints.save_checkpoint(tmp_path, {"global_step": 2}, keep_checkpoint_max=5)
     assert sorted(os.listdir(tmp_path)) == ["model.ckpt-1.pt"]
     assert checkpoints.load_checkpoint(tmp_path / "model.ckpt-1.pt")["global_step"] == 1

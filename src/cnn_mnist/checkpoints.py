@@ -106,8 +106,9 @@ def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_m
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(model_dir, state["global_step"])
-    fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
+    temp_name = None
     try:
+        fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
         with os.fdopen(fd, "wb") as file:
             contents = {**state, "format": FORMAT}
             torch.save({**contents, "sha256": content_digest(contents)}, file)
@@ -115,8 +116,14 @@ def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_m
             os.fsync(file.fileno())  # the bytes are on disk before the name points at them
         os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
         os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+    except BaseException as error:
+        if temp_name:
+            Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, no permission, a read-only mount
+            reason = error.strerror or str(error)
+            raise CheckpointError(
+                f"could not write checkpoint {path.name} in {model_dir} ({reason}); the earlier checkpoints "
+                "are intact: free space or fix permissions, then run the same command to resume") from error
         raise
     _fsync_directory(model_dir)  # and the rename itself survives a power cut
     for _, old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
