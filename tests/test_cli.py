@@ -250,3 +250,10 @@ def test_bad_npy_inputs(trained, tiny_mnist_dir, tmp_path, capsys):
 def test_python_dash_m_runs_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "cnn_mnist", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "download" in result.stdout and "predict" in result.stdout
+
+
+def test_predict_says_which_checkpoint_it_used(trained, tiny_mnist_dir, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "0")
+    assert status == 0
+    assert "Predicting with model.ckpt-20.pt (global step 20" in caplog.text

@@ -9,6 +9,7 @@ are safe (each runs under ``torch.inference_mode`` and writes nothing shared).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from . import checkpoints
 from .errors import CheckpointError
 from .network import IMAGE_SIZE, NUM_CLASSES, ConvNet
 from .precision import autocast, resolve_precision
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 
@@ -52,6 +55,8 @@ class Predictor:
         self.global_step = int(state["global_step"])
         self.uses_weight_average = key == "averaged_network"
         self.precision = resolve_precision(precision)
+        log.info("Predicting with %s (global step %d, %s)", path.name, self.global_step,
+                 "weight average" if self.uses_weight_average else "trained weights")
 
     def predict(self, pixels: np.ndarray | torch.Tensor) -> Prediction:
         """``pixels``: (28, 28), (N, 28, 28), (N, 784) or (N, 1, 28, 28); uint8 0-255 or float 0-1."""
