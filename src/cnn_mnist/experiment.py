@@ -7,12 +7,12 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .atomic import write_atomically
 from .config import TrainConfig
 from .datasets import load_mnist
 from .estimator import Estimator
@@ -64,11 +64,7 @@ def write_run_config(model_dir: str | os.PathLike, config: TrainConfig, preset: 
               "versions": {"cnn_mnist": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     text = json.dumps(record, indent=2) + "\n"
     log.info("Run configuration: %s", json.dumps(record))
-    fd, temp = tempfile.mkstemp(dir=model_dir, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.chmod(temp, 0o644)
-    os.replace(temp, model_dir / CONFIG_NAME)
+    write_atomically(model_dir / CONFIG_NAME, lambda temp: temp.write_text(text))
     return model_dir / CONFIG_NAME
 
 

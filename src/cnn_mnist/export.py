@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import write_atomically
 from .errors import ExportError
 from .network import IMAGE_SIZE, ConvNet
 from .predictor import CLASS_NAMES, Predictor
@@ -256,23 +256,11 @@ def _prepare_output(path: Path) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]):
-    """``write(temp)`` to a hidden temporary file beside ``path``, then rename it over ``path``:
-    a failed or interrupted export leaves no partial file and any older export untouched."""
+    """A failed or interrupted export leaves no partial file and any older export untouched."""
     try:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ExportError(f"cannot write to {path.parent}: {err.strerror or err}") from None
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        result = write(temp)
-        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(temp, path)
+        return write_atomically(path, write)
     except OSError as err:
         raise ExportError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        temp.unlink(missing_ok=True)
-    return result
 
 
 def _first_line(err: BaseException) -> str:
