@@ -227,6 +227,21 @@ def test_mirrors_are_tried_in_order_after_a_dead_one(data_dir, files, md5, serve
     assert f"fetched t10k-images-idx3-ubyte from mirror {mirror}" in caplog.messages
 
 
+def test_progress_shows_the_bytes_of_each_file_as_they_arrive(data_dir, files, md5, serve_dir, caplog):
+    www, mirror = serve_dir
+    for name, data in files.items():
+        (www / f"{name}.gz").write_bytes(gzip.compress(data))
+
+    with caplog.at_level(logging.INFO, logger="cnn_mnist.progress"):
+        ensure_mnist(data_dir, mirrors=(mirror,), npm=None, md5=md5, timeout_s=5, progress=True)
+
+    assert_complete(data_dir, files)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cnn_mnist.progress"]
+    size = (www / "train-labels-idx1-ubyte.gz").stat().st_size
+    assert any(line.startswith(f"download train-labels-idx1-ubyte.gz: {size} B/{size} B (100%)") for line in lines)
+    assert len(lines) == 4
+
+
 def test_mirror_missing_one_file_still_gives_the_others(data_dir, files, md5, serve_dir, tmp_path, caplog):
     www, mirror = serve_dir
     for name, data in files.items():

