@@ -257,3 +257,82 @@ def test_predict_says_which_checkpoint_it_used(trained, tiny_mnist_dir, capsys, 
     status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "0")
     assert status == 0
     assert "Predicting with model.ckpt-20.pt (global step 20" in caplog.text
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+# The CLI in a process of its own (logging set up as a user gets it), except that the synthetic
+# files skip the MD5 check, as no_verify does in-process.
+CLI_PROGRAM = ("import pathlib, sys; import cnn_mnist.datasets as d; "
+               "d.ensure_mnist = lambda data_dir, **kw: pathlib.Path(data_dir); "
+               "from cnn_mnist.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_cli_process(*argv, terminal=False) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr); with ``terminal``, both go to one pseudo-terminal 120 wide."""
+    command = [sys.executable, "-c", CLI_PROGRAM, *argv]
+    if not terminal:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        return result.returncode, result.stdout, result.stderr
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child has closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return process.wait(timeout=120), output.decode(errors="replace"), ""
+
+
+def test_off_a_terminal_train_logs_plain_progress_lines_and_the_tensorboard_command(model_dir, tiny_mnist_dir):
+    status, out, err = run_cli_process("train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                                       *FAST)
+    assert status == 0, err
+    assert f"tensorboard --logdir {model_dir}" in err
+    assert "INFO:cnn_mnist.progress:train: step 20/20 (100%), loss " in err  # the closing line
+    assert "INFO:cnn_mnist.progress:evaluate: image " in err
+    assert "\r" not in err and "%|" not in err  # no bar redrawing in a log
+    assert "'global_step': 20" in out
+
+
+def test_quiet_silences_progress_and_info(model_dir, tiny_mnist_dir):
+    for argv, terminal in ((["train", "-q", *FAST], True), (["evaluate", "--quiet"], False)):
+        status, out, err = run_cli_process(*argv, "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                                           terminal=terminal)
+        assert status == 0
+        assert "INFO" not in out + err and "%|" not in out + err
+        assert "accuracy" in out
+
+
+def test_on_a_terminal_train_draws_a_bar_with_the_log_lines_above_it(model_dir, tiny_mnist_dir):
+    status, text, _ = run_cli_process("train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                                      *FAST, terminal=True)
+    assert status == 0, text[-2000:]
+    assert "train: 100%|" in text and "20/20" in text  # tqdm's bar, redrawn in place
+    assert "loss " in text and "images/s " in text
+    assert "evaluate: 100%|" in text
+    assert "INFO:cnn_mnist.hooks:loss = " in text  # the tutorial's lines are still shown
+    assert "INFO:cnn_mnist.progress" not in text  # the bar replaces the plain lines
+
+
+def test_train_on_all_turns_the_presets_validation_off_but_an_explicit_one_is_an_error(
+        model_dir, tiny_mnist_dir, no_verify, capsys):
+    status, out, err = run_cli(capsys, "train", "--train-on-all", "--model-dir", str(model_dir), "--data-dir",
+                               str(tiny_mnist_dir), *FAST)
+    assert status == 0 and "'global_step': 20" in out
+    status, out, err = run_cli(capsys, "train", "--train-on-all", "--eval-every", "10", "--model-dir",
+                               str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST)
+    assert status == 1 and "eval-every needs the validation split" in err

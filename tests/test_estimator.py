@@ -185,6 +185,36 @@ def test_summaries_are_readable_by_tensorboard(model_dir, mnist):
     assert (accuracy.step, accuracy.value) == (30, pytest.approx(results["accuracy"]))
 
 
+def test_summaries_show_inputs_filters_and_validation_accuracy(model_dir, mnist):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnn_mnist.hooks import ValidationHook
+
+    estimator = make_estimator(model_dir, save_summary_steps=10)
+    validation = ValidationHook(10, eval_input(mnist), name="validation")
+    estimator.train(train_input(mnist, batch_size=20), max_steps=25, hooks=[validation])
+    train_events = EventAccumulator(str(model_dir), size_guidance={"images": 0})
+    train_events.Reload()
+    (inputs,) = train_events.Images("inputs")
+    assert (inputs.step, inputs.width, inputs.height) == (1, 8 * 28, 28)  # 8 digits of the first batch
+    filters = train_events.Images("conv1/filters")
+    assert [f.step for f in filters] == [1, 25]  # first step and end (every 100 with summaries every 10)
+    validation_events = EventAccumulator(str(model_dir / "eval_validation"))
+    validation_events.Reload()
+    assert set(validation_events.Tags()["scalars"]) == {"accuracy", "loss"}
+    assert [(e.step, e.value) for e in validation_events.Scalars("accuracy")] == [
+        (h["global_step"], pytest.approx(h["accuracy"])) for h in validation.history]
+
+
+def test_checkpoints_carry_the_training_time_added_up_over_resumes(model_dir, mnist):
+    estimator = make_estimator(model_dir)
+    estimator.train(train_input(mnist), max_steps=5)
+    first = load_checkpoint(list_checkpoints(model_dir)[-1][1])["training_seconds"]
+    make_estimator(model_dir).train(train_input(mnist), max_steps=10)
+    second = load_checkpoint(list_checkpoints(model_dir)[-1][1])["training_seconds"]
+    assert 0 < first < second
+
+
 def test_every_hook_ends_even_when_the_nan_guard_fails_at_the_end(model_dir, mnist):
     class Ends(Hook):
         def begin(self, run):

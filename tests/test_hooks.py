@@ -121,3 +121,33 @@ def test_checkpoint_saver_does_not_save_after_a_failure():
     run.failed = True
     hook.end(run)
     assert saved == []
+
+
+def test_progress_hook_shows_means_since_its_last_refresh_and_reads_only_then(caplog):
+    from cnn_mnist.hooks import ProgressHook
+
+    caplog.set_level(logging.INFO, logger="cnn_mnist.progress")
+    hook = ProgressHook(bar=False, refresh_s=3600)  # nothing read until the end
+    run, _ = make_run()
+    run.max_steps = 4
+    hook.begin(run)
+    for step, (loss, correct) in enumerate([(1.0, 2), (0.5, 1), (0.25, 0), (0.25, 1)], start=1):
+        run.global_step, run.loss = step, torch.tensor(loss)
+        run.predictions = {"classes": torch.tensor([1, 1])}
+        run.labels = torch.tensor([1, 1]) if correct == 2 else torch.tensor([1, 0]) if correct else torch.tensor([0, 0])
+        hook.after_step(run)
+        assert hook.progress.done == 0  # not refreshed: the sums stay on the device
+    hook.end(run)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "cnn_mnist.progress"]
+    assert line.startswith("train: step 4/4 (100%), loss 0.5000, accuracy 0.5000, images/s ")
+
+
+def test_filter_grid_shows_every_filter_enlarged_with_zero_as_mid_grey():
+    from cnn_mnist.hooks import filter_grid
+
+    weight = torch.zeros(32, 1, 5, 5)
+    weight[0, 0, 0, 0], weight[1, 0, 0, 0] = 2.0, -1.0
+    grid = filter_grid(weight, columns=8, scale=6, gap=2)
+    assert grid.shape == (1, 4 * 32 + 2, 8 * 32 + 2)
+    assert grid[0, 2, 2] == 1.0 and grid[0, 2, 34] == 0.25  # largest |w| is white; -1/2 of it darker grey
+    assert grid[0, 10, 10] == 0.5  # zero weight: mid-grey

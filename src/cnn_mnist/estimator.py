@@ -3,11 +3,13 @@ restores from and train saves into, as ``tf.estimator.Estimator`` did."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +26,7 @@ from .lock import ModelDirLock
 from .model import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from .network import ConvNet
 from .precision import autocast, resolve_precision
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +80,14 @@ class Estimator:
     def _run_steps(self, batches: Iterator, stream, target: int, user_hooks: list[Hook]) -> None:
         run = TrainingRun(model_dir=self.model_dir, start_step=self.global_step, max_steps=target,
                           global_step=self.global_step, optimizer=self.optimizer,
-                          save_checkpoint=lambda: self._save(stream), evaluate=self._metrics)
+                          save_checkpoint=lambda: self._save(stream), evaluate=self._metrics,
+                          network=self.network)
         config = self.config
         hooks = [NanGuardHook(config.log_step_count_steps), LoggingHook(config.log_step_count_steps),
-                 SummaryHook(config.save_summary_steps), *user_hooks,
+                 SummaryHook(config.save_summary_steps, 10 * config.save_summary_steps), *user_hooks,
                  CheckpointSaverHook(config.save_checkpoints_secs, config.save_checkpoints_steps)]
         log.info("Training from global step %d to %d.", self.global_step, target)
+        self._run_started = time.perf_counter()
         with _StopOnCtrlC() as ctrl_c:
             for hook in hooks:
                 hook.begin(run)
@@ -107,7 +112,7 @@ class Estimator:
                     if self.averaged is not None:
                         self._update_average()
                     self.global_step = run.global_step = run.global_step + 1
-                    run.loss, run.predictions, run.labels = spec.loss, spec.predictions, labels
+                    run.loss, run.predictions, run.images, run.labels = spec.loss, spec.predictions, images, labels
                     for hook in hooks:
                         hook.after_step(run)
             except BaseException:
@@ -122,24 +127,27 @@ class Estimator:
     # -- evaluate and predict -------------------------------------------------------------------
 
     def evaluate(self, input_fn: Callable[[], Iterable], name: str | None = None,
-                 checkpoint_path: str | os.PathLike | None = None) -> dict[str, float | int]:
+                 checkpoint_path: str | os.PathLike | None = None, progress: bool = False) -> dict[str, float | int]:
         """Accuracy and mean loss over every example the input yields, once, in order.
 
         Results are also written as TensorBoard scalars under ``model_dir/eval`` (or
-        ``eval_<name>``).
+        ``eval_<name>``). ``progress`` shows a bar on a terminal (plain lines elsewhere).
         """
         path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
-        results = self._metrics(input_fn)
+        results = self._metrics(input_fn, progress=progress)
         log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
                  ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
         self._write_eval_summaries(results, name)
         return results
 
-    def _metrics(self, input_fn: Callable[[], Iterable]) -> dict[str, float | int]:
+    def _metrics(self, input_fn: Callable[[], Iterable], progress: bool = False) -> dict[str, float | int]:
         """Accuracy and mean loss of the network as it is now (no restore)."""
         count, loss_sum, metric_sums = 0, torch.zeros((), dtype=torch.float64), {}
-        with torch.inference_mode(), autocast(self.precision):
-            for images, labels in input_fn():
+        stream = input_fn()
+        total = len(stream) * stream.num_epochs if isinstance(stream, ArrayStream) and stream.num_epochs else None
+        with (torch.inference_mode(), autocast(self.precision),
+              Progress("evaluate", total, unit="image") if progress else contextlib.nullcontext() as bar):
+            for images, labels in stream:
                 if labels is None:
                     raise ConfigError("evaluate needs labels; this input function yields images only")
                 spec = self.model_fn(self.evaluation_network, images, labels, Mode.EVAL)
@@ -147,6 +155,8 @@ class Estimator:
                 loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
                 for key, values in spec.eval_metrics.items():
                     metric_sums[key] = metric_sums.get(key, 0) + values.double().sum()
+                if bar is not None:
+                    bar.update(count, accuracy=float(metric_sums.get("accuracy", 0) / count))
         if count == 0:
             raise ConfigError("evaluate got no examples from the input function")
         results = {key: float(total / count) for key, total in metric_sums.items()}
@@ -206,6 +216,7 @@ class Estimator:
         if self.params.ema_decay:
             self._start_average()
         self.global_step = 0
+        self.training_seconds = 0.0
 
     def _restore(self, required: bool, checkpoint_path: str | os.PathLike | None = None,
                  for_training: bool = False) -> dict | None:
@@ -237,6 +248,7 @@ class Estimator:
         else:
             self.averaged = None
         self.global_step = int(state["global_step"])
+        self.training_seconds = float(state.get("training_seconds", 0.0))
         log.info("Restoring parameters from %s", path)
         if not for_training:
             return {**state, "path": path}
@@ -267,6 +279,8 @@ class Estimator:
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "params": asdict(self.params),
+            # Training wall time over every run that led here (resumes add up), for the report.
+            "training_seconds": self.training_seconds + time.perf_counter() - self._run_started,
         }
         if isinstance(stream, ArrayStream):
             state["input"] = stream.state_dict()

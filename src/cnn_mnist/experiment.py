@@ -16,7 +16,7 @@ from .atomic import write_atomically
 from .config import TrainConfig
 from .datasets import load_mnist
 from .estimator import Estimator
-from .hooks import Hook, ProbabilitiesLogHook, ValidationHook
+from .hooks import Hook, ProbabilitiesLogHook, ProgressHook, ValidationHook
 from .inputs import numpy_input_fn
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,19 @@ EVAL_BATCH_SIZE = 1000  # any size gives the same figures; 1000 keeps evaluation
 
 
 def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                       preset: str | None = None) -> dict:
-    """Train ``model_dir`` up to ``config.steps``, then evaluate on the test set and return the result."""
-    mnist = load_mnist(data_dir, train_on_all=config.train_on_all)
+                       preset: str | None = None, progress: bool = False) -> dict:
+    """Train ``model_dir`` up to ``config.steps``, then evaluate on the test set and return the result.
+
+    ``progress`` adds bars (download, training, evaluation) on a terminal and periodic plain
+    lines elsewhere.
+    """
+    mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
                                     num_epochs=None, shuffle=True, seed=config.run.seed)
     hooks = [RecordRunConfigHook(config, preset)]
+    if progress:
+        hooks.append(ProgressHook())
     if config.log_probabilities_every:
         hooks.append(ProbabilitiesLogHook(config.log_probabilities_every))
     if config.eval_every:
@@ -42,7 +48,7 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
     eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=EVAL_BATCH_SIZE,
                                    num_epochs=1, shuffle=False)
-    return classifier.evaluate(eval_input_fn)
+    return classifier.evaluate(eval_input_fn, progress=progress)
 
 
 class RecordRunConfigHook(Hook):

@@ -1,6 +1,6 @@
 """Training hooks: code that runs at four points of a training run (begin, before a step, after a
 step, end), and the built-in ones: loss and speed log, probabilities log, NaN guard,
-TensorBoard scalars and checkpoint saving.
+TensorBoard summaries, checkpoint saving, validation and a progress bar.
 
 A hook that does not fire on a step costs an integer comparison: values are read off the
 tensors (``.item()``, a host-device sync on an accelerator) only on the steps where it fires.
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import NanLossError
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class TrainingRun:
     global_step: int
     optimizer: torch.optim.Optimizer
     save_checkpoint: Callable[[], Path]
+    network: torch.nn.Module | None = None  # the weights being trained
+    images: torch.Tensor | None = None  # the last step's input batch, as the input function gave it
     evaluate: Callable[[Callable], dict] | None = None  # metrics of the current weights on an input_fn
     loss: torch.Tensor | None = None  # batch-mean loss of the last step
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # of the last step
@@ -135,21 +138,33 @@ class NanGuardHook(Hook):
 
 
 class SummaryHook(Hook):
-    """TensorBoard scalars: loss, batch accuracy, learning rate and global_step/sec."""
+    """TensorBoard summaries: scalars (loss, batch accuracy, learning rate, global_step/sec) every
+    ``every_n_steps``; images of the first batch's inputs once, and of the first-layer filters on
+    the first step, every ``images_every_n_steps`` and at the end."""
 
-    def __init__(self, every_n_steps: int = 100):
-        self.every_n_steps = every_n_steps
+    INPUT_IMAGES = 8
+
+    def __init__(self, every_n_steps: int = 100, images_every_n_steps: int = 1000):
+        self.every_n_steps, self.images_every_n_steps = every_n_steps, images_every_n_steps
 
     def begin(self, run):
         from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: ~1 s, so only here
 
         self._writer = SummaryWriter(log_dir=str(run.model_dir))
         self._last_step, self._last_time = run.global_step, time.perf_counter()
+        self._filters_step = None
 
     def after_step(self, run):
+        step = run.global_step
+        if run.is_first_step() and run.images is not None:
+            images = run.images[:self.INPUT_IMAGES].reshape(-1, 1, 28, 28)
+            images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+            self._writer.add_images("inputs", images, step)
+        if fires(run, self.images_every_n_steps):
+            self._write_filters(run)
         if not fires(run, self.every_n_steps):
             return
-        step, now = run.global_step, time.perf_counter()
+        now = time.perf_counter()
         accuracy = (run.predictions["classes"] == run.labels).float().mean()
         self._writer.add_scalar("loss", run.loss.item(), step)  # sync
         self._writer.add_scalar("accuracy", accuracy.item(), step)
@@ -159,7 +174,30 @@ class SummaryHook(Hook):
         self._last_step, self._last_time = step, now
 
     def end(self, run):
+        if not run.failed and self._filters_step != run.global_step:
+            self._write_filters(run)
         self._writer.close()
+
+    def _write_filters(self, run):
+        if run.network is None or not hasattr(run.network, "conv1"):
+            return
+        self._writer.add_image("conv1/filters", filter_grid(run.network.conv1.weight), run.global_step)
+        self._filters_step = run.global_step
+
+
+def filter_grid(weight: torch.Tensor, columns: int = 8, scale: int = 6, gap: int = 2) -> torch.Tensor:
+    """First-layer filters (N, 1, k, k) as one (1, H, W) grey image: each filter enlarged ``scale``
+    times so TensorBoard shows it at a readable size, 0 as mid-grey, one shared scale for all."""
+    kernels = weight.detach().float()[:, 0]
+    kernels = 0.5 + 0.5 * kernels / kernels.abs().max().clamp_min(1e-12)
+    kernels = kernels.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    count, size = kernels.shape[0], kernels.shape[1]
+    rows = -(-count // columns)
+    grid = torch.ones(rows * (size + gap) + gap, columns * (size + gap) + gap)
+    for i in range(count):
+        top, left = gap + (i // columns) * (size + gap), gap + (i % columns) * (size + gap)
+        grid[top:top + size, left:left + size] = kernels[i]
+    return grid.unsqueeze(0)
 
 
 class CheckpointSaverHook(Hook):
@@ -234,6 +272,51 @@ class ValidationHook(Hook):
         self._evaluating_s += time.perf_counter() - began
         self.history.append({"global_step": run.global_step, "training_s": training_s, **results})
         for key, value in results.items():
-            self._writer.add_scalar(key, value, run.global_step)
+            if key != "global_step":
+                self._writer.add_scalar(key, value, run.global_step)
         log.info("%s at step %d: accuracy = %.4f, loss = %.4f", self.name, run.global_step,
                  results["accuracy"], results["loss"])
+
+
+class ProgressHook(Hook):
+    """``train: step 2,000/20,000 (10%), loss 0.23, accuracy 0.94, images/s 6,120 ... ETA`` as a bar
+    on a terminal, or as a plain line every 30 s elsewhere (see ``progress.Progress``).
+
+    Loss and batch accuracy are summed on the device every step, so no step waits on them; the
+    sums are read (and shown as means since the last refresh) at most every ``refresh_s``.
+    """
+
+    def __init__(self, bar: bool | None = None, refresh_s: float = 0.5):
+        self.bar, self.refresh_s = bar, refresh_s
+
+    def begin(self, run):
+        self.progress = Progress("train", total=run.max_steps, initial=run.global_step, bar=self.bar)
+        self._started, self._run_examples = time.perf_counter(), 0
+        self._reset(self._started)
+
+    def after_step(self, run):
+        self._loss_sum += run.loss.detach().float()
+        self._correct += (run.predictions["classes"] == run.labels).sum()
+        self._examples += len(run.labels)
+        self._steps += 1
+        now = time.perf_counter()
+        if now - self._since >= self.refresh_s:
+            self._refresh(run, now)
+
+    def end(self, run):
+        now = time.perf_counter()
+        if self._steps:
+            self._refresh(run, now)
+        # The last line's speed is the whole run's (validation pauses included), not the last moment's.
+        self.progress.close(**{"images/s": self._run_examples / max(now - self._started, 1e-9)})
+
+    def _refresh(self, run, now):
+        self.progress.update(run.global_step, loss=self._loss_sum.item() / self._steps,  # sync
+                             accuracy=self._correct.item() / self._examples,
+                             **{"images/s": self._examples / (now - self._since)})
+        self._run_examples += self._examples
+        self._reset(now)
+
+    def _reset(self, now):
+        self._loss_sum, self._correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        self._examples, self._steps, self._since = 0, 0, now
