@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from .augment import Augmentation, augment
+
 Batch = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -21,13 +23,14 @@ class ArrayStream:
     """An iterator over (images, labels) batches of in-memory arrays."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                 num_epochs: int | None, shuffle: bool, seed: int):
+                 num_epochs: int | None, shuffle: bool, seed: int, augmentation: Augmentation | None = None):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.batch_size, self.num_epochs, self.shuffle, self.seed = batch_size, num_epochs, shuffle, seed
+        self.augmentation = augmentation if augmentation else None
         self.epoch, self.offset = 0, 0  # position of the next example in the data order
         self._order, self._order_epoch = None, -1
 
@@ -40,6 +43,7 @@ class ArrayStream:
 
     def __next__(self) -> Batch:
         n = len(self.images)
+        start = (self.epoch, self.offset)
         pieces, wanted = [], self.batch_size
         # A batch may span an epoch boundary when repeating (num_epochs=None), as TF's did.
         while wanted and n and (self.num_epochs is None or self.epoch < self.num_epochs):
@@ -52,7 +56,12 @@ class ArrayStream:
         if not pieces:
             raise StopIteration
         index = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-        return self.images[index], None if self.labels is None else self.labels[index]
+        images = self.images[index]
+        if self.augmentation is not None:
+            # Random numbers from (seed, position) alone: a resumed stream redraws the same ones.
+            generator = torch.Generator().manual_seed(_seed_for(self.seed, *start, salt=1))
+            images = augment(images, self.augmentation, generator)
+        return images, None if self.labels is None else self.labels[index]
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order_epoch != self.epoch:
@@ -60,8 +69,8 @@ class ArrayStream:
             if self.shuffle:
                 # Each epoch's permutation depends on (seed, epoch) alone, so a resumed stream
                 # rebuilds it from the two numbers without replaying earlier epochs.
-                epoch_seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-                self._order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed))
+                generator = torch.Generator().manual_seed(_seed_for(self.seed, self.epoch))
+                self._order = torch.randperm(n, generator=generator)
             else:
                 self._order = torch.arange(n)
             self._order_epoch = self.epoch
@@ -80,12 +89,19 @@ class ArrayStream:
         return same_data
 
 
+def _seed_for(*numbers: int, salt: int = 0) -> int:
+    """A 32-bit seed mixed from the numbers (numpy's SeedSequence: nearby inputs, unrelated seeds)."""
+    return int(np.random.SeedSequence([*numbers, salt] if salt else list(numbers)).generate_state(1)[0])
+
+
 def numpy_input_fn(x, y=None, *, batch_size: int = 128, num_epochs: int | None = 1,
-                   shuffle: bool = True, seed: int = 0) -> Callable[[], ArrayStream]:
+                   shuffle: bool = True, seed: int = 0,
+                   augmentation: Augmentation | None = None) -> Callable[[], ArrayStream]:
     """An input function over arrays: ``x`` is images (or ``{"x": images}``), ``y`` labels.
 
     ``num_epochs=None`` repeats forever (training); ``shuffle=False`` keeps file order
-    (evaluation). Images may be uint8 in [0, 255] or float in [0, 1].
+    (evaluation). Images may be uint8 in [0, 255] or float in [0, 1]. With ``augmentation``
+    each batch is randomly transformed (see ``augment``) and comes as float in [0, 1].
     """
     if isinstance(x, dict):
         if len(x) != 1:
@@ -93,4 +109,4 @@ def numpy_input_fn(x, y=None, *, batch_size: int = 128, num_epochs: int | None =
         (x,) = x.values()
     images = torch.as_tensor(x)
     labels = None if y is None else torch.as_tensor(y).long()
-    return lambda: ArrayStream(images, labels, batch_size, num_epochs, shuffle, seed)
+    return lambda: ArrayStream(images, labels, batch_size, num_epochs, shuffle, seed, augmentation)

@@ -46,7 +46,8 @@ class Progress:
 
             # A terminal that reports no size (some CI ptys) would hide the bar: assume 100x24.
             unsized = _terminal_columns(self.stream) == 0
-            self._bar = tqdm(total=total, desc=description, unit="B" if bytes_ else unit, unit_scale=bytes_ or unit == "image",
+            self._bar = tqdm(total=total, desc=description, unit="B" if bytes_ else unit,
+                             unit_scale=bytes_ or unit == "image",
                              unit_divisor=1024 if bytes_ else 1000, initial=initial, file=self.stream,
                              ncols=100 if unsized else None, nrows=24 if unsized else None,
                              dynamic_ncols=not unsized, mininterval=0.2, smoothing=0.05)
