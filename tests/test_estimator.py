@@ -349,3 +349,21 @@ def test_a_damaged_newest_checkpoint_falls_back_for_evaluate_and_train(model_dir
     resumed.train(train_input(mnist), max_steps=12)  # from step 5, over the damaged file
     assert resumed.global_step == 12
     assert load_checkpoint(model_dir / "model.ckpt-10.pt")["global_step"] == 10  # rewritten whole on the way
+
+
+def test_params_reach_a_model_fn_that_names_them_as_in_tensorflow(tmp_path, mnist):
+    from cnn_mnist import cnn_model_fn
+
+    seen = []
+
+    def with_params(network, images, labels, mode, params):
+        seen.append(params)
+        return cnn_model_fn(network, images, labels, mode, params=params)
+
+    def without_params(network, images, labels, mode):  # the tutorial's signature
+        return cnn_model_fn(network, images, labels, mode)
+
+    params = ModelParams(label_smoothing=0.1)
+    Estimator(with_params, tmp_path / "a", params=params).train(train_input(mnist), steps=2)
+    assert seen == [params, params]
+    Estimator(without_params, tmp_path / "b", params=params).train(train_input(mnist), steps=2)

@@ -45,6 +45,19 @@ def test_eval_has_per_example_accuracy_and_dropout_off(batch):
     assert torch.equal(spec.loss, again.loss)  # deterministic without dropout
 
 
+def test_label_smoothing_changes_the_training_loss_only(batch):
+    images, labels = batch
+    net = ConvNet()
+    params = ModelParams(label_smoothing=0.1)
+    train = cnn_model_fn(net.eval(), images, labels, Mode.TRAIN, params=params)  # dropout is drawn: compare
+    log_probabilities = torch.log(train.predictions["probabilities"])  # with what this pass computed
+    smoothed = 0.9 * torch.nn.functional.nll_loss(log_probabilities, labels) - 0.1 * log_probabilities.mean(1).mean()
+    torch.testing.assert_close(train.loss, smoothed, rtol=1e-4, atol=1e-5)
+    evaluated = cnn_model_fn(net, images, labels, Mode.EVAL, params=params)
+    plain = cnn_model_fn(net, images, labels, Mode.EVAL)
+    assert torch.equal(evaluated.loss, plain.loss)  # evaluation losses stay comparable across recipes
+
+
 @pytest.mark.parametrize("name, kind, extra", [("sgd", torch.optim.SGD, {"momentum": 0}),
                                                ("momentum", torch.optim.SGD, {"momentum": 0.9}),
                                                ("adam", torch.optim.Adam, {"eps": 1e-8})])

@@ -1,4 +1,4 @@
-"""The ``cnn-mnist`` command line: download, train, evaluate, predict, export, serve.
+"""The ``cnn-mnist`` command line: download, train, evaluate, predict, report, export, serve.
 
 Intentionally thin: each subcommand parses its flags and calls the library. Problems the
 user can fix (a ``CnnMnistError``) end as one line on stderr and a non-zero exit status.
@@ -29,6 +29,8 @@ log = logging.getLogger("cnn_mnist")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "several_model_dirs", False) and not args.model_dir:
+        args.model_dir = [DEFAULT_MODEL_DIR]
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s:%(name)s:%(message)s", stream=sys.stderr)
     try:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def download(args) -> None:
     from .download import ensure_mnist
 
-    directory = ensure_mnist(args.data_dir, source_dir=args.source_dir)
+    directory = ensure_mnist(args.data_dir, source_dir=args.source_dir, progress=not args.quiet)
     print(f"MNIST is ready in {directory}")
 
 
@@ -58,8 +60,10 @@ def train(args) -> None:
     overrides = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     if args.train_on_all:
         overrides["train_on_all"] = True
+        overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     config = preset(args.preset).with_overrides(**overrides)
-    results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset)
+    log.info("Watch training in TensorBoard: tensorboard --logdir %s", args.model_dir)
+    results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset, progress=not args.quiet)
     print(results)
 
 
@@ -69,14 +73,26 @@ def evaluate(args) -> None:
     from .experiment import EVAL_BATCH_SIZE, read_run_config
     from .inputs import numpy_input_fn
 
-    _require_model_dir(args.model_dir)
-    trained = read_run_config(args.model_dir)
-    if args.split == "validation" and trained is not None and trained.train_on_all:
-        log.warning("this model was trained on all 60,000 images: the validation split was part of its training")
-    split = load_mnist(args.data_dir).split(args.split)
-    classifier = Estimator(model_dir=args.model_dir)
+    for model_dir in args.model_dir:
+        _require_model_dir(model_dir)
+        trained = read_run_config(model_dir)
+        if args.split == "validation" and trained is not None and trained.train_on_all:
+            log.warning("%s was trained on all 60,000 images: the validation split was part of its training",
+                        model_dir)
+    split = load_mnist(args.data_dir, progress=not args.quiet).split(args.split)
+    if len(args.model_dir) > 1:
+        from .ensemble import Ensemble
+
+        results = Ensemble(args.model_dir).evaluate(split.images, split.labels)
+        for member in results["members"]:
+            log.info("member %s (global step %d): accuracy = %.4f, loss = %.4f", member["model_dir"],
+                     member["global_step"], member["accuracy"], member["loss"])
+        print(json.dumps(results) if args.json else results)
+        return
+    classifier = Estimator(model_dir=args.model_dir[0])
     input_fn = numpy_input_fn(split.images, split.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
-    results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split)
+    results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split,
+                                  progress=not args.quiet)
     print(json.dumps(results) if args.json else results)
 
 
@@ -84,9 +100,17 @@ def predict(args) -> int:
     from .experiment import EVAL_BATCH_SIZE
     from .predictor import Predictor
 
-    _require_model_dir(args.model_dir)
+    for model_dir in args.model_dir:
+        _require_model_dir(model_dir)
     inputs = _read_predict_inputs(args.inputs, args.data_dir)
-    predictor = Predictor(args.model_dir)
+    if len(args.model_dir) > 1:
+        from .ensemble import Ensemble
+
+        predictor = Ensemble(args.model_dir)
+        steps = {"global_steps": predictor.global_steps}
+    else:
+        predictor = Predictor(args.model_dir[0])
+        steps = {"global_step": predictor.global_step}
     readable = [item for item in inputs if item.pixels is not None]
     for start in range(0, len(readable), EVAL_BATCH_SIZE):
         batch = readable[start:start + EVAL_BATCH_SIZE]
@@ -101,7 +125,7 @@ def predict(args) -> int:
         if "error" in row:
             print(f"cnn-mnist: error: {row['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"global_step": predictor.global_step, "predictions": rows}))
+        print(json.dumps({**steps, "predictions": rows}))
     else:
         for row in rows:
             if row["no_digit"]:
@@ -148,6 +172,14 @@ def export(args) -> None:
     print(result)
     if result.parity is not None:
         print(result.parity)
+
+
+def report(args) -> None:
+    from .report import write_report
+
+    _require_model_dir(args.model_dir)
+    path = write_report(args.model_dir, args.out, data_dir=args.data_dir)
+    print(f"Report written to {path}")
 
 
 def serve(args) -> None:
@@ -242,16 +274,21 @@ def load_npy_images(path: str) -> np.ndarray:
 # -- parser --------------------------------------------------------------------------------------
 
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
-               "initializer", "seed", "ema_decay", "eval_every",
+               "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
+               "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision")
 
 
-def _flatten(values: dict) -> dict:
-    """{"params": {"optimizer": "sgd"}, "steps": 1} -> {"optimizer": "sgd", "steps": 1}."""
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """{"params": {"optimizer": "sgd"}, "steps": 1, "augment": {"shift": 2}} -> {"optimizer": "sgd", "steps": 1,
+    "augment_shift": 2}: the names the flags and ``TrainConfig.with_overrides`` use."""
     flat = {}
     for key, value in values.items():
-        flat.update(_flatten(value) if isinstance(value, dict) else {key: value})
+        if isinstance(value, dict):
+            flat.update(_flatten(value, "augment_" if key == "augment" else ""))
+        else:
+            flat[prefix + key] = value
     return flat
 
 
@@ -273,6 +310,13 @@ def positive_float(text: str) -> float:
     value = _number(text, float)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
     return value
 
 
@@ -308,14 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, function, help_text):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command=function)
-        sub.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+        sub.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bar or INFO lines: warnings and errors only")
         return sub
 
     def data_dir(sub):
         sub.add_argument("--data-dir", type=directory, metavar="DIR",
                          help="where MNIST is cached (default: $CNN_MNIST_DATA, else ~/.cache/cnn_mnist)")
 
-    def model_dir(sub):
+    def model_dir(sub, several=False):
+        if several:
+            # Repeated rather than nargs="+", which would swallow predict's INPUTs.
+            sub.add_argument("--model-dir", type=directory, action="append", metavar="DIR",
+                             help=f"the model (default: {DEFAULT_MODEL_DIR}); repeat it (--model-dir A --model-dir "
+                                  "B ...) to average several models' probabilities, an ensemble")
+            sub.set_defaults(several_model_dirs=True)
+            return
         sub.add_argument("--model-dir", type=directory, default=DEFAULT_MODEL_DIR, metavar="DIR",
                          help=f"checkpoints, summaries and config of the model (default: {DEFAULT_MODEL_DIR})")
 
@@ -348,7 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     train_flag("--initializer", "glorot (TensorFlow's) or pytorch (PyTorch's layer defaults)", choices=INITIALIZERS)
     train_flag("--ema-decay", "keep a moving average of the weights with this decay per step, and evaluate "
                "and predict with it; 0 turns it off", type=fraction, metavar="D")
-    train_flag("--seed", "seeds weights, data order and dropout", type=int, metavar="N")
+    train_flag("--label-smoothing", "train towards 1 - X on the true class and X/10 on each class; 0 turns it off",
+               type=fraction, metavar="X")
+    train_flag("--augment-rotation", "rotate each training image by a random angle in +-DEG", type=non_negative_float,
+               metavar="DEG")
+    train_flag("--augment-scale", "resize each training image by a random factor in 1 +- F", type=fraction,
+               metavar="F")
+    train_flag("--augment-shear", "shear each training image by a random angle in +-DEG", type=non_negative_float,
+               metavar="DEG")
+    train_flag("--augment-shift", "move each training image by up to +-PX pixels on each axis",
+               type=non_negative_float, metavar="PX")
+    train_flag("--augment-elastic", "distort each training image by a smooth random field of about PX pixels",
+               type=non_negative_float, metavar="PX")
+    train_flag("--seed", "seeds weights, data order, dropout and augmentation", type=int, metavar="N")
     train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
                "it off", type=non_negative_int, metavar="N")
     train_flag("--log-probabilities-every", "log a batch's softmax probabilities every N steps; 0 turns it off",
@@ -363,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train on all 60,000 training images instead of 55,000 (no validation split)")
 
     sub = command("evaluate", evaluate, "accuracy and loss of the newest checkpoint on a whole split")
-    model_dir(sub)
+    model_dir(sub, several=True)
     data_dir(sub)
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -373,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "cropped, scaled to 20 pixels on the longer side and centred by mass in 28x28. A blank image is "
                   "answered 'no digit found'. Exit status 1 if any INPUT could not be read (its error is printed, "
                   "the other inputs are still answered), else 0.")
-    model_dir(sub)
+    model_dir(sub, several=True)
     data_dir(sub)
     sub.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="an image file (PNG, JPEG, BMP, GIF, WebP, TIFF, PPM; any size, dark on light or light "
@@ -391,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "safetensors: the weights alone")
     sub.add_argument("--output", metavar="PATH",
                      help="file to write (default: <model-dir>/export/model.onnx or model.safetensors)")
+
+    sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "
+                  "per-class scores, the most confident mistakes, calibration and first-layer filters")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("--out", type=directory, metavar="DIR",
+                     help="where to write report.html and its PNGs (default: <model-dir>/report)")
 
     sub = command("serve", serve, "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /")
     model_dir(sub)

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .augment import Augmentation
 from .errors import ConfigError
 from .precision import PRECISIONS
 
@@ -38,6 +39,8 @@ class ModelParams:
     """Keep an exponential moving average of the weights, moved by (1 - ema_decay) toward them
     after every step; evaluate and predict then use the average (as tf.train.ExponentialMovingAverage
     was used). 0 = off."""
+    label_smoothing: float = 0.0
+    """Train towards (1 - x) on the true class and x/10 spread over all ten; 0 = off (the tutorial's)."""
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -54,6 +57,8 @@ class ModelParams:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.initializer not in INITIALIZERS:
             raise ConfigError(f"initializer must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
 
@@ -107,6 +112,8 @@ class TrainConfig:
     """Evaluate on the validation split every this many steps and at the end; 0 = off."""
     params: ModelParams = field(default_factory=ModelParams)
     run: RunConfig = field(default_factory=RunConfig)
+    augment: Augmentation = field(default_factory=Augmentation)
+    """Random transforms of the training images (none in the tutorial)."""
 
     def __post_init__(self):
         if self.steps <= 0:
@@ -129,17 +136,23 @@ class TrainConfig:
         values = dict(values)
         params = ModelParams(**values.pop("params", {}))
         run = RunConfig(**values.pop("run", {}))
-        return cls(**values, params=params, run=run)
+        augment = Augmentation(**values.pop("augment", {}))
+        return cls(**values, params=params, run=run, augment=augment)
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``)."""
+        """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``).
+
+        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``)."""
         own = {f.name for f in dataclasses.fields(self)}
         sections = {"params": {f.name for f in dataclasses.fields(ModelParams)},
-                    "run": {f.name for f in dataclasses.fields(RunConfig)}}
-        top, nested = {}, {"params": {}, "run": {}}
+                    "run": {f.name for f in dataclasses.fields(RunConfig)},
+                    "augment": {f"augment_{f.name}" for f in dataclasses.fields(Augmentation)}}
+        top, nested = {}, {"params": {}, "run": {}, "augment": {}}
         for name, value in overrides.items():
             section = next((s for s, names in sections.items() if name in names), None)
-            if section is not None:
+            if section == "augment":
+                nested[section][name.removeprefix("augment_")] = value
+            elif section is not None:
                 nested[section][name] = value
             elif name in own:
                 top[name] = value
@@ -153,6 +166,7 @@ class TrainConfig:
             **top,
             params=dataclasses.replace(self.params, **nested["params"]),
             run=dataclasses.replace(self.run, **run_values),
+            augment=dataclasses.replace(self.augment, **nested["augment"]),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import os
 import signal
@@ -39,6 +40,8 @@ class Estimator:
     def __init__(self, model_fn: ModelFn = cnn_model_fn, model_dir: str | os.PathLike = "runs/mnist_convnet_model",
                  params: ModelParams | None = None, config: RunConfig | None = None):
         self.model_fn = model_fn
+        # As TensorFlow's Estimator did, params go to a model function that names them.
+        self._model_fn_takes_params = "params" in inspect.signature(model_fn).parameters
         self.model_dir = Path(model_dir)
         self.params = params or ModelParams()
         self.config = config or RunConfig()
@@ -105,7 +108,7 @@ class Estimator:
                         log.info("Input exhausted at global step %d.", run.global_step)
                         break
                     with autocast(self.precision):
-                        spec = self.model_fn(self.network, images, labels, Mode.TRAIN)
+                        spec = self._model(self.network, images, labels, Mode.TRAIN)
                     self.optimizer.zero_grad(set_to_none=True)
                     spec.loss.backward()
                     self.optimizer.step()
@@ -150,7 +153,7 @@ class Estimator:
             for images, labels in stream:
                 if labels is None:
                     raise ConfigError("evaluate needs labels; this input function yields images only")
-                spec = self.model_fn(self.evaluation_network, images, labels, Mode.EVAL)
+                spec = self._model(self.evaluation_network, images, labels, Mode.EVAL)
                 count += len(labels)
                 loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
                 for key, values in spec.eval_metrics.items():
@@ -178,13 +181,18 @@ class Estimator:
         for batch in input_fn():
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             with torch.inference_mode(), autocast(self.precision):
-                spec = self.model_fn(self.evaluation_network, images, None, Mode.PREDICT)
+                spec = self._model(self.evaluation_network, images, None, Mode.PREDICT)
             classes = spec.predictions["classes"].numpy()
             probabilities = spec.predictions["probabilities"].numpy()
             for i in range(len(classes)):
                 yield {"classes": int(classes[i]), "probabilities": probabilities[i]}
 
     # -- state ----------------------------------------------------------------------------------
+
+    def _model(self, network, images, labels, mode: Mode) -> EstimatorSpec:
+        if self._model_fn_takes_params:
+            return self.model_fn(network, images, labels, mode, params=self.params)
+        return self.model_fn(network, images, labels, mode)
 
     @property
     def evaluation_network(self) -> torch.nn.Module:

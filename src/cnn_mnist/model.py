@@ -36,11 +36,14 @@ class EstimatorSpec:
     eval_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, mode: Mode) -> EstimatorSpec:
+def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, mode: Mode,
+                 params: ModelParams | None = None) -> EstimatorSpec:
     """The tutorial's ``cnn_model_fn(features, labels, mode)``, with the network passed in.
 
     The Estimator owns the network's weights (they persist across calls and checkpoints)
-    and the optimizer; this function says what each mode computes from them.
+    and the optimizer; this function says what each mode computes from them. ``params``, which
+    the Estimator passes when a model function takes it (as TensorFlow's did), may ask for
+    label smoothing; it applies to the training loss only, so evaluation losses stay comparable.
     """
     network.train(mode == Mode.TRAIN)  # dropout only while training
     logits = network(images).float()  # (N, 10); under bf16 autocast, softmax and loss still in fp32
@@ -51,9 +54,11 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     if mode == Mode.PREDICT:
         return EstimatorSpec(mode, predictions)
 
-    loss = F.cross_entropy(logits, labels)  # sparse softmax cross-entropy, batch mean
     if mode == Mode.TRAIN:
+        smoothing = params.label_smoothing if params is not None else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)  # sparse softmax CE, batch mean
         return EstimatorSpec(mode, predictions, loss)
+    loss = F.cross_entropy(logits, labels)
 
     correct = (predictions["classes"] == labels).float()  # (N,)
     return EstimatorSpec(mode, predictions, loss, eval_metrics={"accuracy": correct})
