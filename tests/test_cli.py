@@ -39,6 +39,7 @@ def run_cli(capsys, *argv):
     ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
     ("predict", ["--model-dir", "--data-dir", "--json", "--save-prepared", "INPUT", "Exit status 1"]),
     ("export", ["--model-dir", "--data-dir", "--format", "--output"]),
+    ("report", ["--model-dir", "--data-dir", "--out"]),
 ])
 def test_every_subcommand_documents_its_flags(command, flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
