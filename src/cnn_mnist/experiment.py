@@ -35,7 +35,8 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
-                                    num_epochs=None, shuffle=True, seed=config.run.seed)
+                                    num_epochs=None, shuffle=True, seed=config.run.seed,
+                                    augmentation=config.augment)
     hooks = [RecordRunConfigHook(config, preset)]
     if progress:
         hooks.append(ProgressHook())
