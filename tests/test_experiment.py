@@ -31,3 +31,18 @@ def test_a_train_refused_by_the_lock_leaves_the_running_ones_config(model_dir, t
     with ModelDirLock(model_dir), pytest.raises(ModelDirLockedError):
         train_and_evaluate(TrainConfig(steps=5), model_dir, tiny_mnist_dir)
     assert read_run_config(model_dir).steps == 99
+
+
+def test_the_configured_augmentation_reaches_the_training_batches_only(model_dir, tiny_mnist_dir, no_verify,
+                                                                       monkeypatch):
+    import cnn_mnist.inputs
+
+    seen = []
+    real_augment = cnn_mnist.inputs.augment
+    monkeypatch.setattr(cnn_mnist.inputs, "augment", lambda images, augmentation, generator: (
+        seen.append((len(images), augmentation)) or real_augment(images, augmentation, generator)))
+    config = TrainConfig(steps=3, batch_size=16, log_probabilities_every=0, eval_every=0).with_overrides(
+        augment_rotation=10, augment_shift=2, label_smoothing=0.1)
+    train_and_evaluate(config, model_dir, tiny_mnist_dir)
+    assert seen == [(16, config.augment)] * 3  # three training batches; evaluation is never augmented
+    assert read_run_config(model_dir) == config  # the augmentation and smoothing are recorded
