@@ -184,6 +184,17 @@ PRESETS: dict[str, TrainConfig] = {
                            ema_decay=0.95),
         run=RunConfig(precision="auto"),
     ),
+    # The most accuracy from the same network in minutes: 20 epochs of 128 with each image
+    # randomly rotated, scaled, sheared and shifted, Adam on a one-cycle schedule, label
+    # smoothing and a weight average. Chosen on the validation split; the README's "best"
+    # section has the ablation behind every part.
+    "best": TrainConfig(
+        steps=8_600, batch_size=128, log_probabilities_every=0, eval_every=1000,
+        params=ModelParams(optimizer="adam", learning_rate=3e-3, lr_schedule="one_cycle", warmup_fraction=0.2,
+                           ema_decay=0.999, label_smoothing=0.1),
+        run=RunConfig(precision="auto"),
+        augment=Augmentation(rotation=10, scale=0.1, shear=10, shift=2),
+    ),
 }
 
 
