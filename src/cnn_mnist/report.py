@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__, checkpoints
 from .errors import CheckpointError, CnnMnistError
 from .network import NUM_CLASSES
+from .progress import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ def render_html(model_dir: Path, evaluation: TestEvaluation, curves: TrainingCur
         ("checkpoint", f"<code>{e(str(evaluation.checkpoint_path))}</code>"),
         ("global step", f"{evaluation.global_step:,}"),
         ("training time", "unknown (checkpoint from before it was recorded)" if seconds is None
-         else f"{_format_duration(seconds)} (over every resumed run)"),
+         else f"{format_duration(seconds)} (over every resumed run)"),
         ("weights evaluated", "moving average of the weights (the checkpoint carries one)"
          if evaluation.uses_weight_average else "trained weights"),
         ("test images", f"{n:,}"),
@@ -571,14 +572,6 @@ def _flatten(record: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 def _format_value(value) -> str:
     return "none" if value is None else json.dumps(value) if isinstance(value, (list, bool)) else str(value)
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
 _CSS = """
