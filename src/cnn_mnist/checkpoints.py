@@ -110,7 +110,7 @@ def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_m
     try:
         fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
         with os.fdopen(fd, "wb") as file:
-            contents = {**state, "format": FORMAT}
+            contents = {**on_cpu(state), "format": FORMAT}
             torch.save({**contents, "sha256": content_digest(contents)}, file)
             file.flush()
             os.fsync(file.fileno())  # the bytes are on disk before the name points at them
@@ -129,6 +129,18 @@ def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_m
     for _, old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
         old.unlink(missing_ok=True)
     return path
+
+
+def on_cpu(value):
+    """``value`` with every tensor in it on the CPU (those already there are not copied), so a
+    checkpoint written by a GPU run reads back on any machine."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
 
 
 def remove_stale_temporaries(model_dir: str | os.PathLike) -> None:

@@ -55,6 +55,7 @@ def download(args) -> None:
 
 
 def train(args) -> None:
+    from . import distributed
     from .experiment import train_and_evaluate
 
     overrides = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
@@ -62,9 +63,15 @@ def train(args) -> None:
         overrides["train_on_all"] = True
         overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     config = preset(args.preset).with_overrides(**overrides)
-    log.info("Watch training in TensorBoard: tensorboard --logdir %s", args.model_dir)
-    results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset, progress=not args.quiet)
-    print(results)
+    with distributed.process_group():  # under torchrun: join the other processes; otherwise nothing
+        chief = distributed.is_chief()
+        if not chief:
+            logging.getLogger().setLevel(logging.WARNING)  # one log for the whole run: rank 0's
+        log.info("Watch training in TensorBoard: tensorboard --logdir %s", args.model_dir)
+        results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset,
+                                     progress=chief and not args.quiet)
+        if chief:
+            print(results)
 
 
 def evaluate(args) -> None:
@@ -390,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_flag("--steps", "global step to train to: an absolute target, so a re-run never trains past it",
                type=positive_int, metavar="N")
-    train_flag("--batch-size", "images per step", type=positive_int, metavar="N")
+    train_flag("--batch-size", "images per step; under torchrun, all processes together", type=positive_int,
+               metavar="N")
     train_flag("--learning-rate", "optimizer step size", type=positive_float, metavar="LR")
     train_flag("--lr-schedule", "constant, or one_cycle (warm-up, then linear decay to 0 at --steps)",
                choices=LR_SCHEDULES)

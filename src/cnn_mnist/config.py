@@ -103,7 +103,7 @@ class TrainConfig:
     steps: int = 20_000
     """Global step to train to (an absolute target: re-running never trains past it)."""
     batch_size: int = 100
-    """Images per training step."""
+    """Images per training step; under torchrun, all processes together (the global batch, shared evenly)."""
     train_on_all: bool = False
     """Train on all 60,000 training images instead of 55,000 (no validation split left)."""
     log_probabilities_every: int = 50

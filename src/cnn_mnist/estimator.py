@@ -1,5 +1,10 @@
 """The Estimator: a model bound to a model directory, which every train, evaluate and predict
-restores from and train saves into, as ``tf.estimator.Estimator`` did."""
+restores from and train saves into, as ``tf.estimator.Estimator`` did.
+
+Under torchrun (see ``distributed``) the same calls train data-parallel: every process draws the
+same global batch and trains on its part, gradients are summed over processes, and rank 0 alone
+touches the model directory. Call train, evaluate and predict on every process.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .allocator import retain_freed_memory
 from .config import ModelParams, RunConfig
 from .errors import CheckpointError, ConfigError, NanLossError
@@ -47,6 +52,7 @@ class Estimator:
         self.config = config or RunConfig()
         self.global_step = 0
         self.precision = resolve_precision(self.config.precision)
+        self.device = distributed.device()  # the CPU, except in an NCCL (GPU) run
         self._initialize()
         log.info("Using config: model_dir=%s, %s, %s", self.model_dir, self.params, self.config)
 
@@ -65,9 +71,13 @@ class Estimator:
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         retain_freed_memory()  # 5-20% of a step otherwise goes to page faults (see allocator)
-        with ModelDirLock(self.model_dir):
-            checkpoints.remove_stale_temporaries(self.model_dir)
-            saved = self._restore(required=False, for_training=True)
+        with contextlib.ExitStack() as held:
+            def open_model_dir() -> dict | None:  # rank 0 alone: the others may not even see the directory
+                held.enter_context(ModelDirLock(self.model_dir))
+                checkpoints.remove_stale_temporaries(self.model_dir)
+                return self._read_checkpoint()
+
+            saved = self._apply_checkpoint(distributed.from_chief(open_model_dir), required=False, for_training=True)
             target = self.global_step + steps if steps is not None else max_steps
             if self.global_step >= target:
                 log.info("Already at global step %d, at or past max_steps %d: nothing to train.",
@@ -84,18 +94,24 @@ class Estimator:
         run = TrainingRun(model_dir=self.model_dir, start_step=self.global_step, max_steps=target,
                           global_step=self.global_step, optimizer=self.optimizer,
                           save_checkpoint=lambda: self._save(stream), evaluate=self._metrics,
-                          network=self.network)
+                          network=self.network, device=self.device)
         config = self.config
         hooks = [NanGuardHook(config.log_step_count_steps), LoggingHook(config.log_step_count_steps),
                  SummaryHook(config.save_summary_steps, 10 * config.save_summary_steps), *user_hooks,
                  CheckpointSaverHook(config.save_checkpoints_secs, config.save_checkpoints_steps)]
+        # Rank 0 alone logs, writes summaries and saves. The hooks every rank runs (the NaN guard,
+        # validation) act on step numbers only, so their collectives line up across ranks.
+        hooks = [hook for hook in hooks if distributed.is_chief() or not hook.chief_only]
+        world_size = distributed.world_size()
         log.info("Training from global step %d to %d.", self.global_step, target)
         self._run_started = time.perf_counter()
         with _StopOnCtrlC() as ctrl_c:
             for hook in hooks:
                 hook.begin(run)
             try:
-                while run.global_step < target and not run.stop_requested and not ctrl_c.pressed:
+                # sync: in a distributed run the stop vote is a small all-reduce each step, so a
+                # Ctrl-C or a hook's stop request on any rank stops every rank at the same step.
+                while run.global_step < target and not distributed.any_rank(run.stop_requested or ctrl_c.pressed):
                     if self.params.lr_schedule != "constant":
                         learning_rate = learning_rate_at(run.global_step, target, self.params)
                         for group in self.optimizer.param_groups:
@@ -107,15 +123,33 @@ class Estimator:
                     except StopIteration:
                         log.info("Input exhausted at global step %d.", run.global_step)
                         break
+                    run.batch_size = len(images)
+                    # Every rank drew the same global batch (augmented, if at all, as a whole);
+                    # each trains on its own contiguous part of it.
+                    part = distributed.shard(len(images))
+                    if part.start == part.stop:
+                        raise ConfigError(f"a batch of {len(images)} examples cannot be shared among "
+                                          f"{world_size} processes")
+                    share = (part.stop - part.start) / len(images)
+                    images, labels = images[part].to(self.device), labels[part].to(self.device)
                     with autocast(self.precision):
                         spec = self._model(self.network, images, labels, Mode.TRAIN)
                     self.optimizer.zero_grad(set_to_none=True)
-                    spec.loss.backward()
+                    if world_size == 1:
+                        spec.loss.backward()
+                        loss = spec.loss
+                    else:
+                        # Each rank's mean loss weighted by its share of the batch, gradients added
+                        # over ranks: the global batch's mean gradient, as one process would compute
+                        # it, so the learning rate means what it means there. sync: one all-reduce.
+                        (spec.loss * share).backward()
+                        loss = distributed.sum_gradients(self.network.parameters(), spec.loss.detach() * share)
                     self.optimizer.step()
                     if self.averaged is not None:
                         self._update_average()
                     self.global_step = run.global_step = run.global_step + 1
-                    run.loss, run.predictions, run.images, run.labels = spec.loss, spec.predictions, images, labels
+                    # The loss is the global batch's; predictions, images and labels this rank's part.
+                    run.loss, run.predictions, run.images, run.labels = loss, spec.predictions, images, labels
                     for hook in hooks:
                         hook.after_step(run)
             except BaseException:
@@ -130,36 +164,58 @@ class Estimator:
     # -- evaluate and predict -------------------------------------------------------------------
 
     def evaluate(self, input_fn: Callable[[], Iterable], name: str | None = None,
-                 checkpoint_path: str | os.PathLike | None = None, progress: bool = False) -> dict[str, float | int]:
+                 checkpoint_path: str | os.PathLike | None = None, progress: bool = False,
+                 write_summaries: bool = True) -> dict[str, float | int]:
         """Accuracy and mean loss over every example the input yields, once, in order.
 
         Results are also written as TensorBoard scalars under ``model_dir/eval`` (or
-        ``eval_<name>``). ``progress`` shows a bar on a terminal (plain lines elsewhere).
+        ``eval_<name>``) unless ``write_summaries`` is False (a report only reads the directory).
+        ``progress`` shows a bar on a terminal (plain lines elsewhere).
+        In a distributed run every rank evaluates part of each batch and the sums are added up,
+        so the figures are one process's on the same checkpoint.
         """
         path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
         results = self._metrics(input_fn, progress=progress)
         log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
                  ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
-        self._write_eval_summaries(results, name)
+        if write_summaries and distributed.is_chief():
+            self._write_eval_summaries(results, name)
         return results
 
     def _metrics(self, input_fn: Callable[[], Iterable], progress: bool = False) -> dict[str, float | int]:
-        """Accuracy and mean loss of the network as it is now (no restore)."""
-        count, loss_sum, metric_sums = 0, torch.zeros((), dtype=torch.float64), {}
+        """Accuracy and mean loss of the network as it is now (no restore); in a distributed run,
+        a collective (each rank takes its part of every batch; the sums are added over ranks)."""
+        seen, count, loss_sum, metric_sums = 0, 0, torch.zeros((), dtype=torch.float64, device=self.device), {}
         stream = input_fn()
         total = len(stream) * stream.num_epochs if isinstance(stream, ArrayStream) and stream.num_epochs else None
+        show = progress and distributed.is_chief()
         with (torch.inference_mode(), autocast(self.precision),
-              Progress("evaluate", total, unit="image") if progress else contextlib.nullcontext() as bar):
+              Progress("evaluate", total, unit="image") if show else contextlib.nullcontext() as bar):
             for images, labels in stream:
                 if labels is None:
                     raise ConfigError("evaluate needs labels; this input function yields images only")
+                seen += len(labels)
+                part = distributed.shard(len(labels))
+                images, labels = images[part].to(self.device), labels[part].to(self.device)
+                if len(labels) == 0:  # a batch smaller than the number of processes
+                    continue
                 spec = self._model(self.evaluation_network, images, labels, Mode.EVAL)
                 count += len(labels)
                 loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
                 for key, values in spec.eval_metrics.items():
                     metric_sums[key] = metric_sums.get(key, 0) + values.double().sum()
                 if bar is not None:
-                    bar.update(count, accuracy=float(metric_sums.get("accuracy", 0) / count))
+                    bar.update(seen, accuracy=float(metric_sums.get("accuracy", 0) / count))
+        if distributed.world_size() > 1:
+            if distributed.any_rank(count == 0):  # so every rank knows the same metric names
+                raise ConfigError(f"evaluate needs batches of at least {distributed.world_size()} examples, "
+                                  "one for each process")
+            keys = sorted(metric_sums)
+            # float64 sums of float32 values: the total is one process's to ~1e-15 (sync: one all-reduce)
+            totals = distributed.sum_over_ranks(torch.stack(
+                [torch.tensor(float(count), dtype=torch.float64, device=self.device), loss_sum,
+                 *(metric_sums[key] for key in keys)]))
+            count, loss_sum, metric_sums = int(totals[0].item()), totals[1], dict(zip(keys, totals[2:], strict=True))
         if count == 0:
             raise ConfigError("evaluate got no examples from the input function")
         results = {key: float(total / count) for key, total in metric_sums.items()}
@@ -181,9 +237,9 @@ class Estimator:
         for batch in input_fn():
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             with torch.inference_mode(), autocast(self.precision):
-                spec = self._model(self.evaluation_network, images, None, Mode.PREDICT)
-            classes = spec.predictions["classes"].numpy()
-            probabilities = spec.predictions["probabilities"].numpy()
+                spec = self._model(self.evaluation_network, images.to(self.device), None, Mode.PREDICT)
+            classes = spec.predictions["classes"].cpu().numpy()
+            probabilities = spec.predictions["probabilities"].cpu().numpy()
             for i in range(len(classes)):
                 yield {"classes": int(classes[i]), "probabilities": probabilities[i]}
 
@@ -218,7 +274,7 @@ class Estimator:
         network = ConvNet(dropout_rate=self.params.dropout, generator=generator, initializer=self.params.initializer)
         # Channels-last lets oneDNN run the convolutions and their backward without layout
         # conversions; with pooling before ReLU it makes a training step ~1.35x faster here.
-        self.network = network.to(memory_format=torch.channels_last)
+        self.network = network.to(self.device, memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.network.parameters(), self.params)
         self.averaged = None
         if self.params.ema_decay:
@@ -231,21 +287,30 @@ class Estimator:
         """Load the newest (or the given) checkpoint; start fresh if there is none and that is allowed.
 
         Training also restores the optimizer and the random stream; evaluation needs only weights.
+        In a distributed run rank 0 reads the file and every rank restores what it sent.
         """
+        found = distributed.from_chief(lambda: self._read_checkpoint(checkpoint_path))
+        return self._apply_checkpoint(found, required, for_training)
+
+    def _read_checkpoint(self, checkpoint_path: str | os.PathLike | None = None) -> dict | None:
+        """``{"path": str, "state": dict}`` of the given checkpoint or the newest good one; None if none."""
         if checkpoint_path:
-            path = Path(checkpoint_path)
-            found = (path, checkpoints.load_checkpoint(path))
-        else:
-            found = checkpoints.load_newest_good(self.model_dir)
+            return {"path": str(checkpoint_path), "state": checkpoints.load_checkpoint(Path(checkpoint_path))}
+        found = checkpoints.load_newest_good(self.model_dir)
+        return None if found is None else {"path": str(found[0]), "state": found[1]}
+
+    def _apply_checkpoint(self, found: dict | None, required: bool, for_training: bool) -> dict | None:
         if found is None:
             if required:
                 raise CheckpointError(
                     f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})"
                 )
             self._initialize()
-            torch.manual_seed(self.config.seed)  # dropout's random stream
+            # Dropout's random stream: the run's seed on rank 0 (and in a single process), and a
+            # stream of its own on every other rank, so ranks do not share masks.
+            torch.manual_seed(self.config.seed + distributed.rank())
             return None
-        path, state = found
+        path, state = Path(found["path"]), found["state"]
         checkpoints.restore_network(self.network, state, path)
         if "averaged_network" in state and (self.params.ema_decay or not for_training):
             if self.averaged is None:
@@ -270,6 +335,10 @@ class Estimator:
                         self.params.optimizer)
         if "rng" in state:
             torch.set_rng_state(state["rng"]["torch"])
+        if distributed.rank() > 0:
+            # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
+            # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
+            torch.manual_seed(self.config.seed + distributed.rank() + self.global_step * distributed.world_size())
         return {**state, "path": path}
 
     def _save(self, stream) -> Path:

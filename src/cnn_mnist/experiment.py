@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .atomic import write_atomically
 from .config import TrainConfig
 from .datasets import load_mnist
+from .errors import ConfigError
 from .estimator import Estimator
 from .hooks import Hook, ProbabilitiesLogHook, ProgressHook, ValidationHook
 from .inputs import numpy_input_fn
@@ -30,8 +31,18 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     """Train ``model_dir`` up to ``config.steps``, then evaluate on the test set and return the result.
 
     ``progress`` adds bars (download, training, evaluation) on a terminal and periodic plain
-    lines elsewhere.
+    lines elsewhere. Under torchrun (inside ``distributed.process_group()``) every process runs
+    this; ``config.batch_size`` is then the global batch, shared evenly among them.
     """
+    processes = distributed.world_size()
+    if config.batch_size % processes:
+        nearest = [size for size in (config.batch_size // processes * processes,) if size] + \
+            [(config.batch_size // processes + 1) * processes]
+        raise ConfigError(f"batch size {config.batch_size} (the global batch) does not divide evenly among "
+                          f"{processes} processes; use a multiple of {processes}, such as "
+                          f"{' or '.join(map(str, nearest))}")
+    if processes > 1:
+        log.info("Global batch %d: %d images per process", config.batch_size, config.batch_size // processes)
     mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
@@ -55,6 +66,8 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
 class RecordRunConfigHook(Hook):
     """Writes config.json when training begins: inside the model directory's lock, so a train
     that is refused (or has nothing to do) leaves the running one's record alone."""
+
+    chief_only = True
 
     def __init__(self, config: TrainConfig, preset: str | None):
         self.config, self.preset = config, preset

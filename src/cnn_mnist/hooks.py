@@ -4,6 +4,9 @@ TensorBoard summaries, checkpoint saving, validation and a progress bar.
 
 A hook that does not fire on a step costs an integer comparison: values are read off the
 tensors (``.item()``, a host-device sync on an accelerator) only on the steps where it fires.
+
+In a distributed run a hook with ``chief_only`` runs on rank 0 alone; the others run on every
+rank, so anything collective in them must happen at step numbers, which all ranks share.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .errors import NanLossError
 from .progress import Progress
 
@@ -36,9 +40,11 @@ class TrainingRun:
     network: torch.nn.Module | None = None  # the weights being trained
     images: torch.Tensor | None = None  # the last step's input batch, as the input function gave it
     evaluate: Callable[[Callable], dict] | None = None  # metrics of the current weights on an input_fn
-    loss: torch.Tensor | None = None  # batch-mean loss of the last step
-    predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # of the last step
-    labels: torch.Tensor | None = None  # of the last step
+    loss: torch.Tensor | None = None  # batch-mean loss of the last step (the whole batch's, over all ranks)
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # of the last step (this rank's part)
+    labels: torch.Tensor | None = None  # of the last step (this rank's part)
+    batch_size: int | None = None  # examples in the last step's batch, all ranks' parts together
+    device: torch.device = torch.device("cpu")  # where the network, and so the step's tensors, live
     stop_requested: bool = False
     failed: bool = False  # set when the run ends with an exception other than Ctrl-C
 
@@ -56,6 +62,9 @@ class TrainingRun:
 class Hook:
     """Override any of the four points; each receives the same ``TrainingRun``."""
 
+    chief_only = False
+    """In a distributed run, run on rank 0 alone (a hook that logs or writes files) rather than on every rank."""
+
     def begin(self, run: TrainingRun) -> None: ...
 
     def before_step(self, run: TrainingRun) -> None: ...
@@ -72,6 +81,8 @@ def fires(run: TrainingRun, every_n_steps: int) -> bool:
 
 class LoggingHook(Hook):
     """The tutorial's INFO lines: ``loss = ..., step = ...`` and ``global_step/sec: ...``."""
+
+    chief_only = True
 
     def __init__(self, every_n_steps: int = 100):
         self.every_n_steps = every_n_steps
@@ -94,12 +105,14 @@ class LoggingHook(Hook):
 class ProbabilitiesLogHook(Hook):
     """The tutorial's ``LoggingTensorHook`` on ``softmax_tensor``: a batch's probabilities."""
 
+    chief_only = True
+
     def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = every_n_steps
 
     def after_step(self, run):
         if fires(run, self.every_n_steps):
-            probabilities = run.predictions["probabilities"].detach().numpy()  # sync
+            probabilities = run.predictions["probabilities"].detach().cpu().numpy()  # sync
             text = np.array2string(probabilities, precision=4, suppress_small=True, threshold=40, edgeitems=2)
             log.info("probabilities = %s", text.replace("\n", ""))
 
@@ -109,14 +122,15 @@ class NanGuardHook(Hook):
 
     Finiteness is accumulated on the device every step and read every ``check_every_n_steps``
     and at the end, so the guard adds no sync; checkpoints refuse non-finite weights on their
-    own, so the last checkpoint saved is always a good one.
+    own, so the last checkpoint saved is always a good one. In a distributed run every rank
+    checks the same loss (the whole batch's), so all of them stop at the same step.
     """
 
     def __init__(self, check_every_n_steps: int = 100):
         self.check_every_n_steps = check_every_n_steps
 
     def begin(self, run):
-        self._all_finite = torch.ones((), dtype=torch.bool)
+        self._all_finite = torch.ones((), dtype=torch.bool, device=run.device)
         self._checked_step = run.global_step
 
     def after_step(self, run):
@@ -143,6 +157,7 @@ class SummaryHook(Hook):
     the first step, every ``images_every_n_steps`` and at the end."""
 
     INPUT_IMAGES = 8
+    chief_only = True
 
     def __init__(self, every_n_steps: int = 100, images_every_n_steps: int = 1000):
         self.every_n_steps, self.images_every_n_steps = every_n_steps, images_every_n_steps
@@ -204,7 +219,10 @@ class CheckpointSaverHook(Hook):
     """Saves at the start of a fresh run, every ``save_secs`` or ``save_steps``, and at the end.
 
     A resumed run does not save at its start: that state is the checkpoint it was restored from.
+    Saving is rank 0's alone and involves no other rank, so it may fire on time.
     """
+
+    chief_only = True
 
     def __init__(self, save_secs: float | None = 600, save_steps: int | None = None):
         if (save_secs is None) == (save_steps is None):
@@ -241,7 +259,8 @@ class ValidationHook(Hook):
 
     Logs ``validation: accuracy = ..., loss = ...``, writes the figures as TensorBoard scalars
     under ``model_dir/eval_<name>``, and keeps them in ``history`` with the training time so far
-    (wall time since the run began, less the time spent evaluating).
+    (wall time since the run began, less the time spent evaluating). In a distributed run every
+    rank evaluates its part (a collective, on step numbers) and rank 0 logs and writes.
     """
 
     def __init__(self, every_n_steps: int, input_fn: Callable, name: str = "validation"):
@@ -253,7 +272,8 @@ class ValidationHook(Hook):
     def begin(self, run):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=str(run.model_dir / f"eval_{self.name}"))
+        writes = distributed.is_chief()  # every rank evaluates; rank 0 alone logs and writes
+        self._writer = SummaryWriter(log_dir=str(run.model_dir / f"eval_{self.name}")) if writes else None
         self._started, self._evaluating_s = time.perf_counter(), 0.0
 
     def after_step(self, run):
@@ -263,7 +283,8 @@ class ValidationHook(Hook):
     def end(self, run):
         if not run.failed and (not self.history or self.history[-1]["global_step"] != run.global_step):
             self._evaluate(run)
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def _evaluate(self, run):
         began = time.perf_counter()
@@ -271,6 +292,8 @@ class ValidationHook(Hook):
         results = run.evaluate(self.input_fn)
         self._evaluating_s += time.perf_counter() - began
         self.history.append({"global_step": run.global_step, "training_s": training_s, **results})
+        if self._writer is None:
+            return
         for key, value in results.items():
             if key != "global_step":
                 self._writer.add_scalar(key, value, run.global_step)
@@ -284,20 +307,24 @@ class ProgressHook(Hook):
 
     Loss and batch accuracy are summed on the device every step, so no step waits on them; the
     sums are read (and shown as means since the last refresh) at most every ``refresh_s``.
+    In a distributed run images/s counts every rank's images; the accuracy is rank 0's part's.
     """
+
+    chief_only = True
 
     def __init__(self, bar: bool | None = None, refresh_s: float = 0.5):
         self.bar, self.refresh_s = bar, refresh_s
 
     def begin(self, run):
         self.progress = Progress("train", total=run.max_steps, initial=run.global_step, bar=self.bar)
-        self._started, self._run_examples = time.perf_counter(), 0
+        self._started, self._run_images, self._device = time.perf_counter(), 0, run.device
         self._reset(self._started)
 
     def after_step(self, run):
         self._loss_sum += run.loss.detach().float()
         self._correct += (run.predictions["classes"] == run.labels).sum()
         self._examples += len(run.labels)
+        self._images += len(run.labels) if run.batch_size is None else run.batch_size
         self._steps += 1
         now = time.perf_counter()
         if now - self._since >= self.refresh_s:
@@ -308,15 +335,16 @@ class ProgressHook(Hook):
         if self._steps:
             self._refresh(run, now)
         # The last line's speed is the whole run's (validation pauses included), not the last moment's.
-        self.progress.close(**{"images/s": self._run_examples / max(now - self._started, 1e-9)})
+        self.progress.close(**{"images/s": self._run_images / max(now - self._started, 1e-9)})
 
     def _refresh(self, run, now):
         self.progress.update(run.global_step, loss=self._loss_sum.item() / self._steps,  # sync
                              accuracy=self._correct.item() / self._examples,
-                             **{"images/s": self._examples / (now - self._since)})
-        self._run_examples += self._examples
+                             **{"images/s": self._images / (now - self._since)})
+        self._run_images += self._images
         self._reset(now)
 
     def _reset(self, now):
-        self._loss_sum, self._correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-        self._examples, self._steps, self._since = 0, 0, now
+        self._loss_sum = torch.zeros((), device=self._device)
+        self._correct = torch.zeros((), dtype=torch.long, device=self._device)
+        self._examples, self._images, self._steps, self._since = 0, 0, 0, now
