@@ -56,7 +56,7 @@ def test_ensemble_evaluation_scores_the_mean_and_each_member(members, test_split
     assert all(m["global_step"] == 15 for m in results["members"])
 
 
-def test_one_member_scores_as_evaluate_does(members, tiny_mnist_dir, capsys):
+def test_one_member_scores_as_evaluate_does(members, tiny_mnist_dir, no_verify, capsys):
     assert main(["evaluate", "--json", "-q", "--model-dir", str(members[0]), "--data-dir", str(tiny_mnist_dir)]) == 0
     single = json.loads(capsys.readouterr().out)
     test = load_mnist(tiny_mnist_dir, download=False).test
@@ -65,7 +65,7 @@ def test_one_member_scores_as_evaluate_does(members, tiny_mnist_dir, capsys):
     assert alone["loss"] == pytest.approx(single["loss"], rel=1e-4)
 
 
-def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_dir, capsys):
+def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_dir, no_verify, capsys):
     flags = [arg for d in members for arg in ("--model-dir", str(d))]
     assert main(["evaluate", "--json", "-q", *flags, "--data-dir", str(tiny_mnist_dir)]) == 0
     results = json.loads(capsys.readouterr().out)
@@ -78,7 +78,7 @@ def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_di
     assert [row["classes"] for row in predicted["predictions"]] == expected.classes.tolist()
 
 
-def test_a_member_named_twice_or_missing_is_a_one_line_error(members, tiny_mnist_dir, capsys, tmp_path):
+def test_a_member_named_twice_or_missing_is_a_one_line_error(members, tiny_mnist_dir, no_verify, capsys, tmp_path):
     with pytest.raises(ConfigError, match="named twice"):
         Ensemble([members[0], members[0]])
     assert main(["evaluate", "--model-dir", str(members[0]), "--model-dir", str(tmp_path / "nope"),

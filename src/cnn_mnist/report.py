@@ -136,10 +136,8 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
     classifier = Estimator(model_dir=model_dir)
     input_fn = numpy_input_fn(test.images, test.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
 
+    results = classifier.evaluate(input_fn, checkpoint_path=path, write_summaries=False)
     predictions = list(classifier.predict(input_fn, checkpoint_path=path))
-    # evaluate() would also write a summary into the model directory; a report only reads it,
-    # so it takes the metrics of the network predict() has just restored.
-    results = classifier._metrics(input_fn)
     training_seconds = state.get("training_seconds")
     return TestEvaluation(
         accuracy=results["accuracy"], loss=results["loss"], global_step=results["global_step"],
