@@ -1,0 +1,87 @@
+"""Images per second of the input pipeline with and without the `best` preset's augmentation,
+and of whole training steps with and without it, on real MNIST.
+
+The input pipeline alone: batches as index slices of the uint8 training tensor, scaled to
+[0, 1] (what the network does first), or transformed by ``augment`` (which does the scaling
+itself). Training: the `best` preset's settings through Estimator.train, a few hundred steps.
+Prints a table and one JSON line.
+
+Usage: python benchmarks/augment_speed.py [--batches 400] [--steps 300] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+
+import torch
+
+from cnn_mnist.augment import Augmentation
+from cnn_mnist.config import preset
+from cnn_mnist.datasets import load_mnist
+from cnn_mnist.estimator import Estimator
+from cnn_mnist.inputs import numpy_input_fn
+from cnn_mnist.network import as_image_batch
+
+
+def pipeline_images_per_s(images, labels, batch_size: int, batches: int, augmentation: Augmentation | None) -> float:
+    stream = numpy_input_fn(images, labels, batch_size=batch_size, num_epochs=None, shuffle=True,
+                            augmentation=augmentation)()
+    for _ in range(20):  # warm-up
+        as_image_batch(next(stream)[0])
+    began = time.perf_counter()
+    for _ in range(batches):
+        as_image_batch(next(stream)[0])  # what the network does first: uint8 -> [0, 1] float
+    return batches * batch_size / (time.perf_counter() - began)
+
+
+def training_images_per_s(mnist, augmentation: Augmentation, steps: int) -> float:
+    config = preset("best").with_overrides(save_checkpoints_steps=10**9)  # no saves inside the timing
+    with tempfile.TemporaryDirectory() as model_dir:
+        estimator = Estimator(model_dir=model_dir, params=config.params, config=config.run)
+        input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
+                                  num_epochs=None, shuffle=True, augmentation=augmentation)
+        estimator.train(input_fn, max_steps=20)  # warm-up, and the first checkpoint out of the way
+        began = time.perf_counter()
+        estimator.train(input_fn, max_steps=20 + steps)
+        return steps * config.batch_size / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    mnist = load_mnist(args.data_dir)
+    best = preset("best")
+    elastic = dataclasses.replace(best.augment, elastic=1.0)
+    rows = {
+        "pipeline, no augmentation": pipeline_images_per_s(mnist.train.images, mnist.train.labels, best.batch_size,
+                                                           args.batches, None),
+        "pipeline, best's augmentation": pipeline_images_per_s(mnist.train.images, mnist.train.labels,
+                                                               best.batch_size, args.batches, best.augment),
+        "pipeline, best's + elastic 1.0": pipeline_images_per_s(mnist.train.images, mnist.train.labels,
+                                                                best.batch_size, args.batches, elastic),
+        "training (best), no augmentation": training_images_per_s(mnist, Augmentation(), args.steps),
+        "training (best), with augmentation": training_images_per_s(mnist, best.augment, args.steps),
+    }
+    print(f"{'measurement':40} {'images/s':>12}")
+    for name, value in rows.items():
+        print(f"{name:40} {value:12,.0f}")
+    cost = 1 - rows["training (best), with augmentation"] / rows["training (best), no augmentation"]
+    print(f"augmentation costs {cost:.1%} of training throughput")
+    print(json.dumps({"images_per_s": {k: round(v) for k, v in rows.items()}, "training_cost": round(cost, 4),
+                      "batch_size": best.batch_size, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                      "machine": platform.processor() or platform.machine(), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
