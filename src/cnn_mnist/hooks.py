@@ -22,6 +22,7 @@ import torch
 
 from . import distributed
 from .errors import NanLossError
+from .network import as_image_batch
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,7 @@ class SummaryHook(Hook):
     def after_step(self, run):
         step = run.global_step
         if run.is_first_step() and run.images is not None:
-            images = run.images[:self.INPUT_IMAGES].reshape(-1, 1, 28, 28)
-            images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-            self._writer.add_images("inputs", images, step)
+            self._writer.add_images("inputs", as_image_batch(run.images[:self.INPUT_IMAGES]), step)
         if fires(run, self.images_every_n_steps):
             self._write_filters(run)
         if not fires(run, self.every_n_steps):
