@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cnn_mnist.augment import Augmentation, augment
+from cnn_mnist.augment import Augmentation, affine_grid, augment, smooth_upsample
 from cnn_mnist.errors import ConfigError
 from cnn_mnist.inputs import numpy_input_fn
 
@@ -94,3 +94,15 @@ def test_each_epoch_transforms_the_same_images_anew():
                             augmentation=Augmentation(shift=2))()
     first_epoch, second_epoch = next(stream), next(stream)
     assert torch.equal(first_epoch[1], second_epoch[1]) and not torch.equal(first_epoch[0], second_epoch[0])
+
+
+def test_the_sampling_grid_is_torchs_affine_grid_laid_out_channels_first():
+    theta = torch.randn(32, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.affine_grid(theta, [32, 1, 28, 28], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta).permute(0, 2, 3, 1), expected, atol=2e-6, rtol=0)
+
+
+def test_the_elastic_field_is_a_bicubic_resize_of_the_coarse_one():
+    coarse = torch.randn(8, 2, 7, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(smooth_upsample(coarse), expected, atol=2e-6, rtol=0)

@@ -2,8 +2,8 @@
 and, optionally, elastically distorted, in one resampling pass per batch.
 
 All five become one sampling grid (an affine map, plus a smooth random displacement field for
-the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs well under a
-millisecond here against ~20 ms for its training step (``benchmarks/augment_speed.py``).
+the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.4 ms here
+(0.6 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``).
 The random numbers come from a generator the caller seeds per batch, so an augmented run
 resumes bit for bit like an unaugmented one.
 """
@@ -49,6 +49,28 @@ class Augmentation:
         return any(getattr(self, field.name) for field in fields(self))
 
 
+def affine_grid(theta: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) affine maps -> (N, 2, 28, 28) sampling coordinates (x, then y) of every output
+    pixel: ``F.affine_grid`` with ``align_corners=False``, but laid out channels first.
+
+    One (2N x 3) by (3 x 784) matrix product: 0.08 ms for a batch of 128 here, where
+    ``F.affine_grid``'s batched product with its 3-wide matrices cost 0.5 ms.
+    """
+    centres = torch.linspace(-1.0, 1.0, SIZE, dtype=theta.dtype) * ((SIZE - 1) / SIZE)  # of pixels, in [-1, 1]
+    x, y = centres.expand(SIZE, SIZE), centres[:, None].expand(SIZE, SIZE)
+    pixels = torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(SIZE * SIZE, dtype=theta.dtype)])  # (3, 784)
+    return (theta.reshape(-1, 3) @ pixels).reshape(len(theta), 2, SIZE, SIZE)
+
+
+def smooth_upsample(coarse: torch.Tensor) -> torch.Tensor:
+    """(..., 7, 7) -> (..., 28, 28): ``F.interpolate(mode="bicubic")``, which is separable, as two
+    products with the 28x7 matrix that resizes each unit vector: 0.09 ms for 128 two-channel
+    fields here against 0.6 ms for ``F.interpolate``."""
+    unit = torch.eye(ELASTIC_GRID, dtype=coarse.dtype).reshape(ELASTIC_GRID, 1, 1, ELASTIC_GRID)
+    resize = F.interpolate(unit, size=(1, SIZE), mode="bicubic", align_corners=False).reshape(ELASTIC_GRID, SIZE)
+    return resize.T @ coarse @ resize
+
+
 def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
     """(N, 28, 28) or (N, 1, 28, 28) uint8 or [0, 1] float -> (N, 1, 28, 28) float in [0, 1], transformed."""
     n = len(images)
@@ -64,9 +86,9 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
     # are symmetric, so whether this is the transform or its inverse changes nothing.
     theta = torch.stack([torch.stack([cos, cos * shear - sin, shift[:, 0]], 1),
                          torch.stack([sin, sin * shear + cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, [n, 1, SIZE, SIZE], align_corners=False)
+    grid = affine_grid(theta)
     if augmentation.elastic:
         coarse = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator)
-        field = F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
-        grid = grid + field.permute(0, 2, 3, 1).mul_(augmentation.elastic * 2.0 / SIZE)
+        grid.add_(smooth_upsample(coarse), alpha=augmentation.elastic * 2.0 / SIZE)
+    grid = grid.permute(0, 2, 3, 1)  # (N, 28, 28, 2), as grid_sample wants it; a view, no copy
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
