@@ -2,8 +2,8 @@
 and, optionally, elastically distorted, in one resampling pass per batch.
 
 All five become one sampling grid (an affine map, plus a smooth random displacement field for
-the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.4 ms here
-(0.6 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``).
+the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.25 ms here
+(0.4 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``).
 The random numbers come from a generator the caller seeds per batch, so an augmented run
 resumes bit for bit like an unaugmented one.
 """
