@@ -10,6 +10,7 @@ resumes bit for bit like an unaugmented one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -56,19 +57,30 @@ def affine_grid(theta: torch.Tensor) -> torch.Tensor:
     One (2N x 3) by (3 x 784) matrix product: 0.08 ms for a batch of 128 here, where
     ``F.affine_grid``'s batched product with its 3-wide matrices cost 0.5 ms.
     """
-    centres = torch.linspace(-1.0, 1.0, SIZE, dtype=theta.dtype) * ((SIZE - 1) / SIZE)  # of pixels, in [-1, 1]
+    return (theta.reshape(-1, 3) @ _pixels(theta.dtype)).reshape(len(theta), 2, SIZE, SIZE)
+
+
+@functools.cache
+def _pixels(dtype: torch.dtype) -> torch.Tensor:
+    """(3, 784): x, y and 1 for every pixel centre, in [-1, 1] (built once: 5% of a batch's work)."""
+    centres = torch.linspace(-1.0, 1.0, SIZE, dtype=dtype) * ((SIZE - 1) / SIZE)
     x, y = centres.expand(SIZE, SIZE), centres[:, None].expand(SIZE, SIZE)
-    pixels = torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(SIZE * SIZE, dtype=theta.dtype)])  # (3, 784)
-    return (theta.reshape(-1, 3) @ pixels).reshape(len(theta), 2, SIZE, SIZE)
+    return torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(SIZE * SIZE, dtype=dtype)])
 
 
 def smooth_upsample(coarse: torch.Tensor) -> torch.Tensor:
     """(..., 7, 7) -> (..., 28, 28): ``F.interpolate(mode="bicubic")``, which is separable, as two
     products with the 28x7 matrix that resizes each unit vector: 0.09 ms for 128 two-channel
     fields here against 0.6 ms for ``F.interpolate``."""
-    unit = torch.eye(ELASTIC_GRID, dtype=coarse.dtype).reshape(ELASTIC_GRID, 1, 1, ELASTIC_GRID)
-    resize = F.interpolate(unit, size=(1, SIZE), mode="bicubic", align_corners=False).reshape(ELASTIC_GRID, SIZE)
+    resize = _bicubic_resize(coarse.dtype)
     return resize.T @ coarse @ resize
+
+
+@functools.cache
+def _bicubic_resize(dtype: torch.dtype) -> torch.Tensor:
+    """(7, 28): row i is unit vector i resized bicubically to 28 (built once)."""
+    unit = torch.eye(ELASTIC_GRID, dtype=dtype).reshape(ELASTIC_GRID, 1, 1, ELASTIC_GRID)
+    return F.interpolate(unit, size=(1, SIZE), mode="bicubic", align_corners=False).reshape(ELASTIC_GRID, SIZE)
 
 
 def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
