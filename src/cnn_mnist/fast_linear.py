@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import native
+
 
 class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
@@ -70,8 +72,7 @@ def _plain_cpu_call(x: torch.Tensor, weight: torch.Tensor) -> bool:
     export (which need the standard op)."""
     return (
         x.device.type == "cpu" and weight.device.type == "cpu" and weight.dtype == torch.float32 and x.dim() == 2
-        and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+        and native.eager()
     )
 
 
