@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
 from cnn_mnist.config import PRESETS
+from cnn_mnist import native
 from cnn_mnist.hooks import ValidationHook
 from cnn_mnist.precision import bf16_supported
 
@@ -271,7 +272,8 @@ def main():
         finals = torch.tensor([run["final_accuracy"] for run in fast_runs], dtype=torch.float64)
         print(f"fast preset over {len(fast_runs)} seeds: final accuracy mean {finals.mean():.4f}, "
               f"min {finals.min():.4f}, max {finals.max():.4f}, std {finals.std():.4f}")
-    print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; {cpu_model()}")
+    print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; C kernels "
+          f"{'on' if native.library('pool_relu') is not None else 'off'}; {cpu_model()}")
     print(json.dumps({
         "benchmark": "speed", "steps": args.steps, "rounds": args.rounds,
         "images_per_s": {k: round(v) for k, v in figures.items()},
@@ -284,7 +286,8 @@ def main():
         "flops_per_image": {"forward": FORWARD_FLOPS, "train": TRAIN_FLOPS},
         "peak_gflops": {k: round(v) for k, v in peaks.items()},
         "roofline_fraction": {k: round(roofline(k, v)[1], 3) for k, v in figures.items()},
-        "threads": torch.get_num_threads(), "bf16_native": bf16_supported(), "cpu": cpu_model(),
+        "threads": torch.get_num_threads(), "bf16_native": bf16_supported(),
+        "c_kernels": native.library("pool_relu") is not None, "cpu": cpu_model(),
         "cores": os.cpu_count(), "torch": torch.__version__,
     }))
 

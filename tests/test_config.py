@@ -13,6 +13,8 @@ def test_tutorial_preset_is_the_tutorial_exactly():
     assert (config.run.save_checkpoints_secs, config.run.keep_checkpoint_max) == (600, 5)
     assert (config.run.log_step_count_steps, config.run.save_summary_steps) == (100, 100)
     assert not config.train_on_all
+    # bf16 only where the CPU runs it natively (precision.resolve_precision); the recipe is unchanged
+    assert config.run.precision == "auto"
 
 
 def test_overrides_reach_nested_fields_and_leave_the_preset_alone():
