@@ -133,3 +133,28 @@ def test_dropout_drops_the_rate_and_scales_the_rest_only_in_training():
     net.eval()
     assert torch.equal(net._dropout(x), x)
     assert torch.equal(ConvNet(dropout_rate=0.0).train()._dropout(x), x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_pooling_kernel_changes_no_value_and_no_gradient_of_a_training_step(precision, monkeypatch):
+    from cnn_mnist import native, pool_relu
+    from cnn_mnist.precision import autocast
+
+    if native.library("pool_relu") is None:
+        pytest.skip("no C compiler: the pooling kernel is off")
+    images = torch.randint(0, 256, (16, 784), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    def one_step():
+        net = ConvNet(generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last).train()
+        torch.manual_seed(5)  # the same dropout mask both times
+        with autocast(precision):
+            logits = net(images).float()
+        logits.logsumexp(1).sum().backward()
+        return [logits] + [p.grad for p in net.parameters()]
+
+    with_kernel = one_step()
+    assert pool_relu._loaded and pool_relu._loaded[0] is not None  # the kernel ran
+    monkeypatch.setattr(pool_relu, "_loaded", [None])  # PyTorch's max_pool2d and relu instead
+    without_kernel = one_step()
+    for ours, theirs in zip(with_kernel, without_kernel, strict=True):
+        assert torch.equal(ours, theirs)

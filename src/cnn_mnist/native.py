@@ -68,7 +68,7 @@ def cache_dir() -> Path:
 
 
 def _build_and_load(name: str) -> ctypes.CDLL | None:
-    source = resources.files("cnn_mnist").joinpath("csrc", f"{name}.c").read_bytes()
+    source = (resources.files("cnn_mnist") / "csrc" / f"{name}.c").read_bytes()
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         log.info("no C compiler found: the %s kernel is off, PyTorch's ops run instead (slower)", name)
