@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
+from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, native, numpy_input_fn
 from cnn_mnist.config import PRESETS
-from cnn_mnist import native
 from cnn_mnist.hooks import ValidationHook
 from cnn_mnist.precision import bf16_supported
 
@@ -245,6 +244,7 @@ def main():
     fast_runs = [] if args.skip_time_to_99 else [{"seed": seed, **time_to_99(mnist, seed)} for seed in args.fast_seeds]
     fast = fast_runs[0] if fast_runs else None
     peak_rss_mib = training_run_peak_rss_mib(args.steps)
+    c_kernels = native.library("pool_relu") is not None
 
     def roofline(name, value):
         """GFLOP/s, and the fraction of the machine's measured peak for that precision: the
@@ -273,7 +273,7 @@ def main():
         print(f"fast preset over {len(fast_runs)} seeds: final accuracy mean {finals.mean():.4f}, "
               f"min {finals.min():.4f}, max {finals.max():.4f}, std {finals.std():.4f}")
     print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; C kernels "
-          f"{'on' if native.library('pool_relu') is not None else 'off'}; {cpu_model()}")
+          f"{'on' if c_kernels else 'off'}; {cpu_model()}")
     print(json.dumps({
         "benchmark": "speed", "steps": args.steps, "rounds": args.rounds,
         "images_per_s": {k: round(v) for k, v in figures.items()},
@@ -287,7 +287,7 @@ def main():
         "peak_gflops": {k: round(v) for k, v in peaks.items()},
         "roofline_fraction": {k: round(roofline(k, v)[1], 3) for k, v in figures.items()},
         "threads": torch.get_num_threads(), "bf16_native": bf16_supported(),
-        "c_kernels": native.library("pool_relu") is not None, "cpu": cpu_model(),
+        "c_kernels": c_kernels, "cpu": cpu_model(),
         "cores": os.cpu_count(), "torch": torch.__version__,
     }))
 

@@ -81,7 +81,8 @@ def _build_and_load(name: str) -> ctypes.CDLL | None:
                 _compile(source, compiler, flags, path)
             return ctypes.CDLL(str(path))
         except (OSError, subprocess.SubprocessError) as error:
-            errors.append(f"{' '.join(flags)}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}")
+            message = str(error).strip() or type(error).__name__
+            errors.append(f"{' '.join(flags)}: {message.splitlines()[-1]}")  # a compiler's last line says most
     log.info("could not build the %s kernel (%s): PyTorch's ops run instead (slower)", name, "; ".join(errors))
     return None
 
