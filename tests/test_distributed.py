@@ -31,7 +31,10 @@ TWO_NODES = Path(__file__).resolve().parents[1] / "benchmarks" / "two_nodes.py"
 # `cnn-mnist train`, accepting the synthetic files (no MD5 check); with TEST_RANK1_DIES_AT_STEP set,
 # rank 1 of the first attempt kills itself with SIGKILL right after that step.
 PROGRAM = """
-import os, pathlib, signal, sys
+import atexit, os, pathlib, signal, sys
+# At exit, after the process group is gone: the threads still running (gloo's must not be).
+atexit.register(lambda: print("threads at exit:", sorted(open(f"/proc/self/task/{task}/comm").read().strip()
+                                                         for task in os.listdir("/proc/self/task")), file=sys.stderr))
 import cnn_mnist.datasets
 cnn_mnist.datasets.ensure_mnist = lambda data_dir, **kw: pathlib.Path(data_dir)
 die_at = int(os.environ.get("TEST_RANK1_DIES_AT_STEP", 0))
@@ -130,6 +133,14 @@ def test_validation_during_training_matches_one_process(one_process, two_process
 
     assert validation_lines(two_processes[1].stderr) == validation_lines(one_process[1].stderr)
     assert len(validation_lines(two_processes[1].stderr)) == 2
+
+
+def test_no_process_group_thread_outlives_the_run(two_processes):
+    # A group that destroy_process_group() could not free (something imported during the run held
+    # it) kept gloo's threads running into interpreter shutdown, where they could abort a finished
+    # run with SIGABRT ("terminate called without an active exception").
+    lines = [line for line in two_processes[1].stderr.splitlines() if line.startswith("threads at exit:")]
+    assert len(lines) == 2 and not any("gloo" in line for line in lines), lines
 
 
 def test_rank_0_alone_logs_and_prints(two_processes):

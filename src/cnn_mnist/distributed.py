@@ -50,6 +50,14 @@ def process_group(timeout_s: float = TIMEOUT_S) -> Iterator[None]:
     if not launched_by_torchrun() or is_distributed():
         yield
         return
+    # torch.optim imports torch._dynamo when it builds its first optimizer. Imported while a group
+    # exists, that import keeps a reference to the group, so destroy_process_group() below no
+    # longer frees it: its threads (gloo's two workers and TCP loop) then run on into interpreter
+    # shutdown, where they can abort a finished run ("terminate called without an active
+    # exception", SIGABRT). Imported before joining, nothing holds the group (tested). The 1.5 s
+    # import is one that training pays anyway.
+    import torch._dynamo  # noqa: F401
+
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
