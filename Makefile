@@ -1,20 +1,34 @@
-# The README's two commands. Everything installs into ./.venv; torch is pinned by
-# constraints.txt so a fresh machine gets the CPU wheel, not a multi-GB CUDA build.
+# The README's two commands. Everything installs into ./.venv. constraints.txt pins torch==2.13.0
+# (on this project's machines that resolves to the CPU build; on PyPI's Linux index it is the
+# CUDA build: see docs/getting-started.md for choosing either).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 ARGS ?=
+# BROWSER=0 runs the suite without the real-browser tests (where Chromium cannot be installed).
+BROWSER ?= 1
+CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),/usr/bin/chromium)
 
-.PHONY: run test install install-test clean
+.PHONY: run test docs install install-test chromium clean
 
-# Download and verify MNIST, train the tutorial recipe, evaluate on the test set.
+# Install (with the export and serve extras), fetch and verify MNIST, train the tutorial recipe,
+# evaluate on the test set.
 run: install
 	$(BIN)/cnn-mnist train $(ARGS)
 
-# Install the test tools and run the whole suite, real-data test included.
+# Install the test tools and run the whole suite: real-MNIST, real-browser and docs tests included.
+ifeq ($(BROWSER),0)
 test: install-test
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not browser" $(ARGS)
+else
+test: install-test chromium
+	CNN_MNIST_REQUIRE_BROWSER=1 CNN_MNIST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(ARGS)
+endif
+
+# Serve the documentation site on http://127.0.0.1:8000, rebuilt as the pages change.
+docs: install-test
+	$(BIN)/mkdocs serve
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -23,12 +37,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e .
+	$(PIP) -e '.[export,serve]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
 	touch $@
 
+# Debian's Chromium for the browser tests (Playwright cannot download its own browsers here):
+# installed with apt-get as root or with password-less sudo; otherwise one line says what to do.
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	    if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+	    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	    else echo "make test: no Chromium at $(CHROMIUM) for the browser tests; install it (sudo apt-get install chromium), or run the suite without them: make test BROWSER=0" >&2; exit 1; fi; \
+	    if ! command -v apt-get >/dev/null 2>&1; then \
+	        echo "make test: no Chromium at $(CHROMIUM) and no apt-get to install it; install Chromium and set CHROMIUM=/path/to/chromium, or run the suite without the browser tests: make test BROWSER=0" >&2; exit 1; fi; \
+	    echo "make test: installing Debian's chromium for the browser tests (about 20 s)"; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null || { \
+	        echo "make test: could not install chromium; install it by hand, or run: make test BROWSER=0" >&2; exit 1; }; \
+	fi
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

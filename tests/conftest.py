@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under `make test` (CNN_MNIST_REQUIRE_BROWSER=1) a browser test that skips has not passed:
+    report it as failed, with the reason it gave for skipping."""
+    report = yield
+    if report.skipped and "browser" in item.keywords and os.environ.get("CNN_MNIST_REQUIRE_BROWSER") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"a browser test may not skip under make test: {reason}"
+    return report
