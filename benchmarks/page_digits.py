@@ -7,8 +7,7 @@ with or without its flag, the 4 open or closed at random); they are not MNIST di
 says how the whole path (canvas -> PNG -> prepare_image -> network) copes with clean mouse
 drawing, not how the network does on MNIST.
 
-Attains (fast preset, 99.29% on MNIST test, 2-core reference machine, ~60 s): see the README's
-"Serve and draw".
+Attains (fast preset, 2-core reference machine): see docs/performance.md.
 Usage: python benchmarks/page_digits.py --model-dir D [--repeats 10] [--seed 0] [--viewport desktop|phone]
        [--chromium /usr/bin/chromium] [--screenshots DIR]
 """

@@ -9,7 +9,7 @@ dark on light like the page's canvas, so each request pays the whole path: uploa
 prepare_image, the network, the JSON answer. A warm-up of 2 x concurrency requests per scenario is
 left out of the figures. Client and server share the machine's cores.
 
-Attains (fast preset, 2-core reference machine): see the README's "Serve and draw".
+Attains (fast preset, 2-core reference machine): see docs/performance.md.
 Usage: python benchmarks/serve_load.py --model-dir D [--requests 2000] [--concurrency 16] [--batch 16]
        [--port 0]
 """

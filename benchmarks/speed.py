@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -199,9 +198,16 @@ def matmul_peak_gflops(dtype, size=2048, repeats=10, onednn=False):
 def training_run_peak_rss_mib(steps):
     """Peak resident memory of a whole `cnn-mnist train` process (data, model, optimizer, hooks)."""
     with tempfile.TemporaryDirectory() as model_dir:
-        subprocess.run([sys.executable, "-m", "cnn_mnist", "train", "--model-dir", model_dir, "--steps", str(steps),
-                        "--log-probabilities-every", "0", "-q"], check=True, stdout=subprocess.DEVNULL)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+        command = [sys.executable, "-m", "cnn_mnist", "train", "--model-dir", model_dir, "--steps", str(steps),
+                   "--log-probabilities-every", "0", "-q"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        # wait4 gives this child's own peak; RUSAGE_CHILDREN would be the largest of every child
+        # waited for so far (the measurement processes too).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def cpu_model() -> str:

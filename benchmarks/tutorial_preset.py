@@ -3,7 +3,7 @@ and a fresh model directory (data from the cache, train 20,000 steps with every 
 has, evaluate on the test set), timed from the outside, once per precision; then `cnn-mnist
 evaluate` (fp32) on the same directory. Prints a table and one JSON line.
 
-Attains (2-core reference machine, seed 0): see the README's "Speed" section.
+Attains (2-core reference machine, seed 0): see docs/performance.md.
 Usage: python benchmarks/tutorial_preset.py [--precisions auto,fp32] [--steps 20000] [--seed 0]
 """
 

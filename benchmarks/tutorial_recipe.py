@@ -2,7 +2,7 @@
 against PyTorch's default one: test accuracy, loss and wall time of each, printed as a table
 and one JSON line.
 
-Attains (20,000 steps, seed 0, 2-core reference machine): see the README's table.
+Attains (20,000 steps, seed 0, 2-core reference machine): see docs/performance.md.
 Usage: python benchmarks/tutorial_recipe.py [--steps 20000] [--initializers glorot,pytorch] [--seed 0] [--threads N]
 """
 

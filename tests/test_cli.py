@@ -3,15 +3,17 @@
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cnn_mnist.checkpoints import content_digest
-from cnn_mnist.cli import build_parser, main
+from cnn_mnist.cli import main, parse_arguments
 from cnn_mnist.datasets import FILES
 from conftest import write_mnist_dir
 
@@ -39,7 +41,7 @@ def run_cli(capsys, *argv):
     ("evaluate", ["--model-dir", "--split", "--data-dir", "--json"]),
     ("predict", ["--model-dir", "--data-dir", "--json", "--save-prepared", "INPUT", "Exit status 1"]),
     ("export", ["--model-dir", "--data-dir", "--format", "--output"]),
-    ("report", ["--model-dir", "--data-dir", "--out"]),
+    ("report", ["--model-dir", "--data-dir", "--output"]),
 ])
 def test_every_subcommand_documents_its_flags(command, flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -51,7 +53,7 @@ def test_every_subcommand_documents_its_flags(command, flags, capsys):
 
 
 def test_defaults_are_the_tutorials():
-    args = build_parser().parse_args(["train"])
+    args = parse_arguments(["train"])
     assert args.model_dir == "runs/mnist_convnet_model" and args.preset == "tutorial"
 
 
@@ -109,8 +111,17 @@ def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, c
     assert rows[0]["label"] == int(test.labels[0]) and "label" not in rows[1]
     assert rows[0]["probabilities"] == pytest.approx(rows[2]["probabilities"], abs=1e-6)  # same image
     assert all(sum(row["probabilities"]) == pytest.approx(1, abs=1e-4) for row in rows)
-    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "5")
-    assert status == 0 and out.startswith("test[5]: class ") and "probabilities [" in out
+    assert result["checkpoint"] == str(trained / "model.ckpt-20.pt")
+    assert all(row["class"] == int(np.argmax(row["probabilities"])) for row in rows)
+    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                             "5", "6")
+    header, *lines = out.splitlines()
+    assert header.split() == ["input", "class", "label", *map(str, range(10))] and len(lines) == 2
+    for line, index in zip(lines, (5, 6), strict=True):  # each probability under its digit
+        assert line.startswith(f"test[{index}] ") and len(line) == len(header)
+        cells = line.split()
+        assert cells[2] == str(int(test.labels[index])) and sum(map(float, cells[3:])) == pytest.approx(1, abs=0.01)
+        assert int(cells[1]) == max(range(10), key=lambda digit: float(cells[3 + digit]))
 
 
 def write_images(directory):
@@ -136,12 +147,12 @@ def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, ca
     files = [str(tmp_path / name) for name in ("seven.png", "seven.jpg", "blank.png")]
     status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), *files,
                                "--save-prepared", str(tmp_path / "seen"))
-    lines = out.splitlines()
+    _, *lines = out.splitlines()
     assert status == 0 and err == "" and len(lines) == 3
     expected = Predictor(trained).predict(prepare_image(files[0]))
-    assert lines[0].startswith(f"{files[0]}: class {expected.classes[0]}  probabilities [")
-    assert lines[1].startswith(f"{files[1]}: class ")
-    assert lines[2].startswith(f"{files[2]}: no digit found")
+    assert lines[0].split()[:3] == [files[0], str(expected.classes[0]), "-"]
+    assert lines[1].split()[0] == files[1] and lines[1].split()[1] in list("0123456789")
+    assert lines[2].startswith(f"{files[2]}  no digit found")
     saved = sorted(path.name for path in (tmp_path / "seen").iterdir())
     assert saved == ["seven-2.png", "seven.png"]  # one per image with a digit, named after it
     assert (Image.open(tmp_path / "seen" / "seven.png").size, Image.open(tmp_path / "seen" / "seven.png").mode) == (
@@ -158,9 +169,9 @@ def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_
     result = json.loads(out)
     rows = {row["input"].rsplit("/", 1)[-1]: row for row in result["predictions"]}
     assert result["global_step"] == 20 and len(rows) == 6
-    assert rows["seven.png"]["classes"] in range(10) and sum(rows["seven.png"]["probabilities"]) == pytest.approx(1)
-    assert rows["test[3]"]["classes"] in range(10) and "label" in rows["test[3]"]
-    assert rows["blank.png"]["no_digit"] and rows["blank.png"]["classes"] is None
+    assert rows["seven.png"]["class"] in range(10) and sum(rows["seven.png"]["probabilities"]) == pytest.approx(1)
+    assert rows["test[3]"]["class"] in range(10) and "label" in rows["test[3]"]
+    assert rows["blank.png"]["no_digit"] and rows["blank.png"]["class"] is None
     assert "no digit found" in rows["blank.png"]["detail"] and "error" not in rows["blank.png"]
     assert "not an image" in rows["notes.txt"]["error"] and rows["notes.txt"]["probabilities"] is None
     assert "truncated or corrupt" in rows["cut.png"]["error"]
@@ -172,7 +183,10 @@ def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_
 
 
 def one_line_error(capsys, argv, expected, status=1):
-    actual = main(argv)
+    try:
+        actual = main(argv)
+    except SystemExit as exit_info:  # the parser's errors: status 2
+        actual = exit_info.code
     err = capsys.readouterr().err.strip()
     assert actual == status
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -196,7 +210,7 @@ def test_evaluate_on_an_empty_or_missing_model_dir(tmp_path, tiny_mnist_dir, no_
     one_line_error(capsys, ["evaluate", "--model-dir", str(tmp_path / "empty"), "--data-dir", str(tiny_mnist_dir)],
                    "no checkpoint in")
     one_line_error(capsys, ["predict", "--model-dir", str(tmp_path / "nope"), "--data-dir", str(tiny_mnist_dir), "1"],
-                   "does not exist; train first")
+                   f"model directory {tmp_path / 'nope'} does not exist; check the path, or train first")
 
 
 def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsys):
@@ -212,7 +226,10 @@ def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsy
 
 def test_a_data_dir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
-    one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file")], "cannot create data directory")
+    one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file")],
+                   f"data directory {tmp_path / 'file'} is a file; pass --data-dir a directory")
+    one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file" / "mnist")],
+                   f"cannot create data directory {tmp_path / 'file' / 'mnist'}: Not a directory")
 
 
 def test_truncated_and_wrong_magic_idx_files(tmp_path, no_verify, capsys):
@@ -257,7 +274,7 @@ def test_predict_says_which_checkpoint_it_used(trained, tiny_mnist_dir, capsys, 
     caplog.set_level(logging.INFO)
     status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "0")
     assert status == 0
-    assert "Predicting with model.ckpt-20.pt (global step 20" in caplog.text
+    assert f"Loaded {trained / 'model.ckpt-20.pt'} (global step 20" in caplog.text
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -337,3 +354,190 @@ def test_train_on_all_turns_the_presets_validation_off_but_an_explicit_one_is_an
     status, out, err = run_cli(capsys, "train", "--train-on-all", "--eval-every", "10", "--model-dir",
                                str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST)
     assert status == 1 and "eval-every needs the validation split" in err
+
+
+# -- every bad input is one line, before any expensive work ---------------------------------------
+
+
+def test_a_model_dir_that_is_a_file_or_inside_one(tmp_path, tiny_mnist_dir, no_verify, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    for command in (["train", *FAST], ["evaluate"], ["report"], ["export"], ["predict", "0"]):
+        one_line_error(capsys, [command[0], "--model-dir", str(tmp_path / "file"), "--data-dir", str(tiny_mnist_dir),
+                                *command[1:]], f"--model-dir {tmp_path / 'file'} is a file")
+    one_line_error(capsys, ["train", "--model-dir", str(tmp_path / "file" / "model"), "--data-dir",
+                            str(tiny_mnist_dir), *FAST],
+                   f"cannot use {tmp_path / 'file' / 'model'} as the model directory: Not a directory")
+
+
+def test_the_default_model_dir_is_named_as_relative_to_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, ["predict", "0"], f"no model in {tmp_path / 'runs/mnist_convnet_model'}: the default "
+                   f"--model-dir runs/mnist_convnet_model is relative to the current folder ({tmp_path})")
+
+
+def test_serve_ports_and_hosts_it_cannot_listen_on(trained, capsys):
+    pytest.importorskip("uvicorn")
+    import socket
+
+    for port, message in (("99999", "must be a TCP port, 0-65535"), ("-1", "must be a TCP port"),
+                          ("http", "not a number")):
+        one_line_error(capsys, ["serve", "--model-dir", str(trained), "--port", port], message, status=2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        one_line_error(capsys, ["serve", "--model-dir", str(trained), "--port", str(port)],
+                       f"cannot listen on 127.0.0.1:{port}: port {port} is in use by another program")
+    one_line_error(capsys, ["serve", "--model-dir", str(trained), "--host", "no-such-host.invalid"],
+                   "cannot listen on --host 'no-such-host.invalid': unknown host")
+    one_line_error(capsys, ["serve", "--model-dir", str(trained), "--host", "192.0.2.1", "--port", "0"],
+                   "that address is not one of this machine's")
+
+
+def test_a_source_dir_that_is_missing_is_an_error_even_with_the_data_cached(tmp_path, tiny_mnist_dir, monkeypatch,
+                                                                            capsys):
+    from cnn_mnist import download
+
+    monkeypatch.setattr(download, "verify_file", lambda path, md5: True)  # the tiny files count as cached
+    assert main(["download", "--data-dir", str(tiny_mnist_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"MNIST is ready in {tiny_mnist_dir}"
+    one_line_error(capsys, ["download", "--data-dir", str(tiny_mnist_dir), "--source-dir", str(tmp_path / "nope")],
+                   f"--source-dir {tmp_path / 'nope'} does not exist")
+    (tmp_path / "file").write_text("")
+    one_line_error(capsys, ["download", "--data-dir", str(tiny_mnist_dir), "--source-dir", str(tmp_path / "file")],
+                   f"--source-dir {tmp_path / 'file'} is a file")
+
+
+def test_a_data_dir_that_cannot_be_created(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)  # root ignores permission bits, so say it as the OS would
+    one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "locked")],
+                   f"cannot create data directory {tmp_path / 'locked'}: Permission denied; pass another --data-dir")
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, tiny_mnist_dir, tmp_path, monkeypatch,
+                                                           capsys):
+    import cnn_mnist.export
+    import cnn_mnist.report
+
+    def expensive(*args, **kwargs):
+        raise AssertionError("the output should have been checked first")
+
+    monkeypatch.setattr(cnn_mnist.report, "evaluate_test_set", expensive)
+    monkeypatch.setattr(cnn_mnist.export, "Predictor", expensive)
+    (tmp_path / "notes.txt").write_text("a file")
+    base = [command, "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
+    inside_a_file = tmp_path / "notes.txt" / ("report" if command == "report" else "model.onnx")
+    where = inside_a_file if command == "report" else inside_a_file.parent
+    one_line_error(capsys, [*base, "--output", str(inside_a_file)],
+                   f"--output {where} {'is inside' if command == 'report' else 'is a file'}")
+    if command == "export":
+        one_line_error(capsys, [*base, "--output", str(tmp_path)], f"--output {tmp_path} is a directory")
+    else:
+        one_line_error(capsys, [*base, "--output", str(tmp_path / "notes.txt")],
+                       f"--output {tmp_path / 'notes.txt'} is a file")
+
+
+def test_export_takes_its_format_from_the_output_name(trained, tiny_mnist_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    status, out, _ = run_cli(capsys, "export", "--model-dir", str(trained), "--output", str(tmp_path / "w.safetensors"),
+                             "--json")
+    result = json.loads(out)
+    assert status == 0 and result["format"] == "safetensors" and result["path"] == str(tmp_path / "w.safetensors")
+    assert result["checkpoint"] == "model.ckpt-20.pt" and "conv1.weight" in load_file(tmp_path / "w.safetensors")
+    one_line_error(capsys, ["export", "--model-dir", str(trained), "--format", "onnx", "--output",
+                            str(tmp_path / "w.safetensors")], "--format onnx but --output")
+
+
+def test_ctrl_c_says_whether_a_checkpoint_was_saved(monkeypatch, capsys):
+    from cnn_mnist import cli
+    from cnn_mnist.errors import TrainingInterrupted
+
+    for saved, expected in ((True, "interrupted at global step 42; a checkpoint of it was saved"),
+                            (False, "aborted at global step 42 by a second Ctrl-C, without saving")):
+        def stopped(args, saved=saved):
+            raise TrainingInterrupted(42, saved=saved)
+
+        monkeypatch.setattr(cli, "train", stopped)
+        monkeypatch.setattr(cli, "build_parser", functools.partial(_parser_running, stopped))
+        one_line_error(capsys, [], expected, status=130)
+
+
+def _parser_running(function):
+    from cnn_mnist import cli
+
+    parser = cli._Parser(prog="cnn-mnist")
+    parser.set_defaults(command=function, quiet=False, verbose=False)
+    return parser
+
+
+# -- one interface --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["-q", "evaluate"], ["evaluate", "-q"], ["--quiet", "predict", "0"],
+                                  ["predict", "0", "--quiet"]])
+def test_quiet_goes_before_or_after_the_command(argv):
+    assert parse_arguments(argv).quiet is True and parse_arguments(argv).verbose is False
+
+
+def test_verbose_and_quiet_together_are_refused(capsys):
+    assert parse_arguments(["-v", "train"]).verbose is True
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(["-q", "train", "-v"])
+    assert exit_info.value.code == 2 and "contradict" in capsys.readouterr().err
+
+
+def test_train_prints_json_with_json(model_dir, tiny_mnist_dir, no_verify, capsys):
+    status, out, _ = run_cli(capsys, "train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST,
+                             "--json")
+    assert status == 0 and set(json.loads(out)) == {"accuracy", "loss", "global_step"}
+
+
+def test_the_top_level_help_names_every_command(capsys):
+    from cnn_mnist.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(f"    {name} " in help_text and name in help_text.split("commands:")[0] for name in COMMANDS)
+
+
+def test_every_command_that_prints_a_result_takes_json():
+    from cnn_mnist.cli import COMMANDS
+
+    for name in COMMANDS:
+        if name != "serve":  # it prints no result: it serves until stopped
+            assert parse_arguments([name, "--json", *(["0"] if name == "predict" else [])]).json is True
+
+
+def test_install_hints_are_commands_that_work_in_a_clone():
+    from cnn_mnist.errors import install_hint
+
+    hint = install_hint("serve")
+    assert "make install" in hint and ".venv/bin/pip install -e \".[serve]\" -c constraints.txt" in hint
+
+
+HELP_SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
+
+
+@pytest.mark.parametrize("command", ["", "download", "train", "evaluate", "predict", "report", "export", "serve"])
+def test_help_matches_its_snapshot(command, monkeypatch, capsys):
+    """Every flag, default and wording of --help, as a user sees it. A change to the interface shows
+    here; after a deliberate one, rewrite the snapshots: CNN_MNIST_UPDATE_SNAPSHOTS=1 pytest -k help."""
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("argparse lays help out differently in each Python version; the snapshots are 3.11's")
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to the terminal's width
+    with pytest.raises(SystemExit):
+        main([*([command] if command else []), "--help"])
+    help_text = capsys.readouterr().out
+    snapshot = HELP_SNAPSHOTS / f"{command or 'cnn-mnist'}.txt"
+    if os.environ.get("CNN_MNIST_UPDATE_SNAPSHOTS") == "1":
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.write_text(help_text)
+    assert help_text == snapshot.read_text()

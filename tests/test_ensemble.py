@@ -75,7 +75,7 @@ def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_di
     assert predicted["global_steps"] == [15, 15, 15]
     test = load_mnist(tiny_mnist_dir, download=False).test
     expected = Ensemble(members).predict(test.images[:2])
-    assert [row["classes"] for row in predicted["predictions"]] == expected.classes.tolist()
+    assert [row["class"] for row in predicted["predictions"]] == expected.classes.tolist()
 
 
 def test_a_member_named_twice_or_missing_is_a_one_line_error(members, tiny_mnist_dir, no_verify, capsys, tmp_path):

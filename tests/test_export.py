@@ -104,7 +104,7 @@ def test_safetensors_load_back_with_the_documented_one_liner(trained, predictor,
     result = export.export_model(trained, "safetensors")
     assert result.path == trained / "export" / "model.safetensors" and result.parity is None
     net = ConvNet().eval()
-    net.load_state_dict(load_file(result.path))  # the README's one-liner
+    net.load_state_dict(load_file(result.path))  # docs/export.md's one-liner
     with torch.inference_mode():
         probabilities = torch.softmax(net(mnist.test.images), dim=1).numpy()
     expected = predictor.predict(mnist.test.images.numpy())
@@ -170,11 +170,11 @@ def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, 
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("a file")
     base = ["export", "--format", "safetensors"]
-    one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "nope")], "does not exist; train first")
+    one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "nope")], "does not exist; check the path, or train first")
     one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "empty")], "no checkpoint in")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path)], "is a directory")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path / "file" / "m.st")],
-                   "cannot create directory")
+                   f"--output {tmp_path / 'file'} is a file")
     with pytest.raises(ExportError, match="unknown export format 'pickle'"):
         export.export_model(trained, "pickle")
 
@@ -182,4 +182,5 @@ def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, 
 def test_onnx_export_without_onnxruntime_says_what_to_install(trained, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     one_line_error(capsys, ["export", "--model-dir", str(trained), "--format", "onnx"],
-                   "ONNX export needs onnxruntime, which is not installed: pip install 'cnn-mnist[export]'")
+                   "ONNX export needs onnxruntime, which is not installed; install the 'export' extra: run "
+                   "'make install'")

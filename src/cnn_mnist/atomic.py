@@ -28,3 +28,40 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], T]) -> T:
     finally:
         temp.unlink(missing_ok=True)
     return result
+
+
+def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> Path:
+    """Create ``directory`` (and its parents) and check that a file can be written in it, before
+    any expensive work whose result would go there. Returns it as an absolute path.
+
+    Raises OutputError naming the path and the reason: it or a parent is a file, no permission,
+    a read-only disk.
+    """
+    from .errors import OutputError
+
+    directory = Path(directory).expanduser().absolute()
+    for parent in (directory, *directory.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == directory else f"is inside {parent}, which is a file"
+                raise OutputError(f"{flag} {directory} {where}; give a folder that can be created")
+            break
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):  # permissions, a read-only disk, quotas
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write in {flag} {directory}: {err.strerror or err}; give another {flag}") from None
+    return directory
+
+
+def prepare_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Like ``prepare_output_dir`` for the folder of a file about to be written; the file itself
+    must not be a directory. Returns the file's absolute path."""
+    from .errors import OutputError
+
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory; give a file name, such as {path / 'model.onnx'}")
+    prepare_output_dir(path.parent, flag)
+    return path

@@ -52,6 +52,15 @@ def latest_checkpoint(model_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def require_checkpoint(model_dir: str | os.PathLike) -> Path:
+    """The newest checkpoint file's path (not read), or a CheckpointError saying to train first: the
+    cheap check that lets a command refuse an empty directory before it prepares anything."""
+    path = latest_checkpoint(model_dir)
+    if path is None:
+        raise CheckpointError(f"no checkpoint in {model_dir}; train first (cnn-mnist train --model-dir {model_dir})")
+    return path
+
+
 def load_newest_good(model_dir: str | os.PathLike) -> tuple[Path, dict] | None:
     """The newest checkpoint that reads back intact, warning about each newer one that does not.
 

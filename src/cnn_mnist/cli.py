@@ -17,31 +17,57 @@ import numpy as np
 
 from . import __version__
 from .config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
-from .errors import CnnMnistError, DataError
+from .errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
 from .precision import PRECISIONS
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+COMMANDS = ("download", "train", "evaluate", "predict", "report", "export", "serve")
 
 log = logging.getLogger("cnn_mnist")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "several_model_dirs", False) and not args.model_dir:
-        args.model_dir = [DEFAULT_MODEL_DIR]
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    args = parse_arguments(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s:%(name)s:%(message)s", stream=sys.stderr)
     try:
         return args.command(args) or 0
     except CnnMnistError as err:
         print(f"cnn-mnist: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("cnn-mnist: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+    except TrainingInterrupted as stop:
+        if stop.saved:
+            print(f"cnn-mnist: interrupted at global step {stop.global_step}; a checkpoint of it was saved: run the "
+                  "same command again to resume from it", file=sys.stderr)
+        else:
+            print(f"cnn-mnist: aborted at global step {stop.global_step} by a second Ctrl-C, without saving: the "
+                  "steps since the newest checkpoint on disk are lost; run the same command again to resume from "
+                  "that checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("cnn-mnist: interrupted; nothing was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, defaults filled in: ``model_dir_is_default`` says whether the
+    user named the model directory (an error about it then says where the default points)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.quiet, args.verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose contradict each other; give one")
+    args.model_dir_is_default = getattr(args, "model_dir", "") is None
+    if args.model_dir_is_default:
+        args.model_dir = [DEFAULT_MODEL_DIR] if getattr(args, "several_model_dirs", False) else DEFAULT_MODEL_DIR
+    return args
+
+
+def print_result(result, as_json: bool, text: str | None = None) -> None:
+    """A command's result on stdout: one line of JSON with --json, else ``text`` (default: as Python
+    prints it, which is how the tutorial printed its evaluation dict)."""
+    print(json.dumps(result) if as_json else text if text is not None else result)
 
 
 # -- subcommands ---------------------------------------------------------------------------------
@@ -51,7 +77,7 @@ def download(args) -> None:
     from .download import ensure_mnist
 
     directory = ensure_mnist(args.data_dir, source_dir=args.source_dir, progress=not args.quiet)
-    print(f"MNIST is ready in {directory}")
+    print_result({"data_dir": str(directory)}, args.json, f"MNIST is ready in {directory}")
 
 
 def train(args) -> None:
@@ -63,6 +89,7 @@ def train(args) -> None:
         overrides["train_on_all"] = True
         overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     config = preset(args.preset).with_overrides(**overrides)
+    _check_model_dir_is_not_a_file(args.model_dir)
     with distributed.process_group():  # under torchrun: join the other processes; otherwise nothing
         chief = distributed.is_chief()
         if not chief:
@@ -71,7 +98,7 @@ def train(args) -> None:
         results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset,
                                      progress=chief and not args.quiet)
         if chief:
-            print(results)
+            print_result(results, args.json)
 
 
 def evaluate(args) -> None:
@@ -81,7 +108,7 @@ def evaluate(args) -> None:
     from .inputs import numpy_input_fn
 
     for model_dir in args.model_dir:
-        _require_model_dir(model_dir)
+        _require_model_dir(model_dir, args.model_dir_is_default)
         trained = read_run_config(model_dir)
         if args.split == "validation" and trained is not None and trained.train_on_all:
             log.warning("%s was trained on all 60,000 images: the validation split was part of its training",
@@ -94,13 +121,13 @@ def evaluate(args) -> None:
         for member in results["members"]:
             log.info("member %s (global step %d): accuracy = %.4f, loss = %.4f", member["model_dir"],
                      member["global_step"], member["accuracy"], member["loss"])
-        print(json.dumps(results) if args.json else results)
+        print_result(results, args.json)
         return
     classifier = Estimator(model_dir=args.model_dir[0])
     input_fn = numpy_input_fn(split.images, split.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
     results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split,
                                   progress=not args.quiet)
-    print(json.dumps(results) if args.json else results)
+    print_result(results, args.json)
 
 
 def predict(args) -> int:
@@ -108,23 +135,24 @@ def predict(args) -> int:
     from .predictor import Predictor
 
     for model_dir in args.model_dir:
-        _require_model_dir(model_dir)
+        _require_model_dir(model_dir, args.model_dir_is_default)
     inputs = _read_predict_inputs(args.inputs, args.data_dir)
     if len(args.model_dir) > 1:
         from .ensemble import Ensemble
 
         predictor = Ensemble(args.model_dir)
-        steps = {"global_steps": predictor.global_steps}
+        model = {"checkpoints": [str(member.checkpoint_path) for member in predictor.members],
+                 "global_steps": predictor.global_steps}
     else:
         predictor = Predictor(args.model_dir[0])
-        steps = {"global_step": predictor.global_step}
+        model = {"checkpoint": str(predictor.checkpoint_path), "global_step": predictor.global_step}
     readable = [item for item in inputs if item.pixels is not None]
     for start in range(0, len(readable), EVAL_BATCH_SIZE):
         batch = readable[start:start + EVAL_BATCH_SIZE]
         prediction = predictor.predict(np.stack([item.pixels for item in batch]))
-        for item, classes, probabilities in zip(batch, prediction.classes.tolist(),
-                                                prediction.probabilities.tolist(), strict=True):
-            item.row.update(classes=classes, probabilities=[round(p, 6) for p in probabilities])
+        for item, digit, probabilities in zip(batch, prediction.classes.tolist(),
+                                              prediction.probabilities.tolist(), strict=True):
+            item.row.update({"class": digit, "probabilities": [round(p, 6) for p in probabilities]})
     if args.save_prepared:
         _save_prepared(args.save_prepared, inputs)
     rows = [item.row for item in inputs]
@@ -132,16 +160,26 @@ def predict(args) -> int:
         if "error" in row:
             print(f"cnn-mnist: error: {row['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**steps, "predictions": rows}))
+        print(json.dumps({**model, "predictions": rows}))
     else:
-        for row in rows:
-            if row["no_digit"]:
-                print(row["detail"])
-            elif "error" not in row:
-                label = f" (label {row['label']})" if "label" in row else ""
-                probabilities = " ".join(f"{p:.3f}" for p in row["probabilities"])
-                print(f"{row['input']}: class {row['classes']}{label}  probabilities [{probabilities}]")
+        print(format_predictions(rows))
     return EXIT_ERROR if any("error" in row for row in rows) else 0
+
+
+def format_predictions(rows: list[dict]) -> str:
+    """An aligned table: input, class, label and each digit's probability under its digit."""
+    shown = [row for row in rows if "error" not in row]  # errors went to stderr
+    width = max([len("input")] + [len(row["input"]) for row in shown])
+    digits = "".join(f"{digit:>7}" for digit in range(10))
+    lines = [f"{'input':<{width}}  class  label{digits}"]
+    for row in shown:
+        if row["no_digit"]:
+            lines.append(f"{row['input']:<{width}}  {row['detail'].removeprefix(row['input'] + ': ')}")
+            continue
+        label = str(row["label"]) if "label" in row else "-"
+        probabilities = "".join(f"{p:>7.3f}" for p in row["probabilities"])
+        lines.append(f"{row['input']:<{width}}  {row['class']:>5}  {label:>5}{probabilities}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -174,19 +212,17 @@ def _save_prepared(directory: str, inputs: list[_PredictInput]) -> None:
 def export(args) -> None:
     from .export import export_model
 
-    _require_model_dir(args.model_dir)
+    _require_model_dir(args.model_dir, args.model_dir_is_default)
     result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir)
-    print(result)
-    if result.parity is not None:
-        print(result.parity)
+    print_result(result.to_dict(), args.json, str(result) if result.parity is None else f"{result}\n{result.parity}")
 
 
 def report(args) -> None:
     from .report import write_report
 
-    _require_model_dir(args.model_dir)
-    path = write_report(args.model_dir, args.out, data_dir=args.data_dir)
-    print(f"Report written to {path}")
+    _require_model_dir(args.model_dir, args.model_dir_is_default)
+    path = write_report(args.model_dir, args.output, data_dir=args.data_dir)
+    print_result({"report": str(path)}, args.json, f"Report written to {path}")
 
 
 def serve(args) -> None:
@@ -194,10 +230,9 @@ def serve(args) -> None:
         from .service import serve as serve_model
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in SERVE_MODULES:
-            raise CnnMnistError(f"serve needs {err.name}, which is not installed: "
-                                "pip install 'cnn-mnist[serve]'") from None
+            raise CnnMnistError(f"serve needs {err.name}, which is not installed; {install_hint('serve')}") from None
         raise
-    _require_model_dir(args.model_dir)
+    _require_model_dir(args.model_dir, args.model_dir_is_default)
     serve_model(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                 log_level="warning" if args.quiet else "info")
 
@@ -205,10 +240,27 @@ def serve(args) -> None:
 SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "multipart", "python_multipart")
 
 
-def _require_model_dir(model_dir: str) -> None:
-    if not Path(model_dir).is_dir():
-        raise CnnMnistError(f"model directory {model_dir} does not exist; train first (cnn-mnist train "
-                            f"--model-dir {model_dir}) or pass --model-dir")
+def _require_model_dir(model_dir: str, is_default: bool = False) -> None:
+    """A model directory to read must exist and be a directory; the message says where it looked."""
+    path = Path(model_dir).absolute()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ModelDirError(f"--model-dir {path} is a file, not a model directory; pass the directory train wrote")
+    if is_default:
+        raise ModelDirError(f"no model in {path}: the default --model-dir {DEFAULT_MODEL_DIR} is relative to the "
+                            f"current folder ({Path.cwd()}); run from the folder you trained in, pass --model-dir, "
+                            "or train first (cnn-mnist train)")
+    raise ModelDirError(f"model directory {path} does not exist; check the path, or train first "
+                        f"(cnn-mnist train --model-dir {model_dir})")
+
+
+def _check_model_dir_is_not_a_file(model_dir: str) -> None:
+    """Before loading MNIST: a --model-dir that is a file can never be trained into."""
+    path = Path(model_dir).absolute()
+    if path.exists() and not path.is_dir():
+        raise ModelDirError(f"--model-dir {path} is a file, not a directory; pass a directory for the run's "
+                            "checkpoints (it is created if missing)")
 
 
 def _read_predict_inputs(inputs: list[str], data_dir: str | None) -> list[_PredictInput]:
@@ -225,7 +277,7 @@ def _read_predict_inputs(inputs: list[str], data_dir: str | None) -> list[_Predi
     read = []
 
     def add(name: str, pixels=None, prepared=None, **fields):
-        row = {"input": name, "classes": None, "probabilities": None, "no_digit": False, **fields}
+        row = {"input": name, "class": None, "probabilities": None, "no_digit": False, **fields}
         read.append(_PredictInput(row, pixels, prepared))
 
     for item in inputs:
@@ -347,20 +399,47 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def port_number(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0-65535 (0 picks a free one), got {text}")
+    return value
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """-q/-v on the top-level parser (default False) and again on each subcommand (default
+    SUPPRESS, so a subcommand that is not given them keeps what came before it)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bar or INFO lines: warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="DEBUG lines too")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the package's one line (and a pointer to --help) instead of a
+    usage block followed by ``cnn-mnist train: error: ...``."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("cnn-mnist").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"cnn-mnist: error: {where}{message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnn-mnist",
         description="TensorFlow's 'CNN with Estimators' MNIST tutorial on PyTorch: "
-                    "download, train, evaluate, predict, export, serve.",
+                    f"{', '.join(COMMANDS)}. Options -q and -v go before or after the command.",
     )
     parser.add_argument("--version", action="version", version=f"cnn-mnist {__version__}")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_verbosity(parser, default=False)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def command(name, function, help_text):
+    def command(name, function, help_text, json_help="print the result as one line of JSON"):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command=function)
-        sub.add_argument("-q", "--quiet", action="store_true",
-                         help="no progress bar or INFO lines: warnings and errors only")
+        _add_verbosity(sub, default=argparse.SUPPRESS)
+        if json_help:
+            sub.add_argument("--json", action="store_true", help=json_help)
         return sub
 
     def data_dir(sub):
@@ -368,17 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where MNIST is cached (default: $CNN_MNIST_DATA, else ~/.cache/cnn_mnist)")
 
     def model_dir(sub, several=False):
+        where = f"default: {DEFAULT_MODEL_DIR}, relative to the current folder"
         if several:
             # Repeated rather than nargs="+", which would swallow predict's INPUTs.
             sub.add_argument("--model-dir", type=directory, action="append", metavar="DIR",
-                             help=f"the model (default: {DEFAULT_MODEL_DIR}); repeat it (--model-dir A --model-dir "
-                                  "B ...) to average several models' probabilities, an ensemble")
+                             help=f"the model ({where}); repeat it (--model-dir A --model-dir B ...) to average "
+                                  "several models' probabilities, an ensemble")
             sub.set_defaults(several_model_dirs=True)
             return
-        sub.add_argument("--model-dir", type=directory, default=DEFAULT_MODEL_DIR, metavar="DIR",
-                         help=f"checkpoints, summaries and config of the model (default: {DEFAULT_MODEL_DIR})")
+        sub.add_argument("--model-dir", type=directory, metavar="DIR",
+                         help=f"checkpoints, summaries and config of the model ({where})")
 
-    sub = command("download", download, "fetch and verify the four MNIST files")
+    sub = command("download", download, "fetch and verify the four MNIST files", "print the data directory as JSON")
     data_dir(sub)
     sub.add_argument("--source-dir", type=directory, metavar="DIR",
                      help="take the IDX files (raw or .gz) from this directory before trying the network")
@@ -438,9 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_dir(sub, several=True)
     data_dir(sub)
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
-    sub.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    sub = command("predict", predict, "classes and probabilities for image files, test-set images or .npy files")
+    sub = command("predict", predict, "classes and probabilities for image files, test-set images or .npy files",
+                  "print JSON: the checkpoint, its global step, and per input its class and probabilities")
     sub.epilog = ("Image files are prepared as MNIST was made: ink found against the paper (either polarity), "
                   "cropped, scaled to 20 pixels on the longer side and centred by mass in 28x28. A blank image is "
                   "answered 'no digit found'. Exit status 1 if any INPUT could not be read (its error is printed, "
@@ -450,32 +530,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="an image file (PNG, JPEG, BMP, GIF, WebP, TIFF, PPM; any size, dark on light or light "
                           "on dark), a test-set index (0-9999), or a .npy file of 784 pixels or 28x28 images")
-    sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub.add_argument("--save-prepared", type=directory, metavar="DIR",
                      help="write the 28x28 image the network saw for each image file to DIR/<name>.png")
 
-    sub = command("export", export, "write the newest checkpoint as ONNX (checked against PyTorch in onnxruntime) "
-                  "or safetensors")
+    sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "
+                  "per-class scores, the most confident mistakes, calibration and first-layer filters",
+                  "print the report's path as JSON")
     model_dir(sub)
     data_dir(sub)
-    sub.add_argument("--format", choices=("onnx", "safetensors"), required=True,
+    sub.add_argument("-o", "--output", type=directory, metavar="DIR",
+                     help="folder for report.html, its PNGs and metrics.json (default: <model-dir>/report)")
+    sub.add_argument("--out", type=directory, dest="output", help=argparse.SUPPRESS)  # the old name
+
+    sub = command("export", export, "write the newest checkpoint as ONNX (checked against PyTorch in onnxruntime) "
+                  "or safetensors", "print what was written as JSON")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("--format", choices=("onnx", "safetensors"),
                      help="onnx: network, softmax and argmax in one file, parity-checked on 1,000 test images; "
-                          "safetensors: the weights alone")
-    sub.add_argument("--output", metavar="PATH",
+                          "safetensors: the weights alone (default: from --output's suffix, else onnx)")
+    sub.add_argument("-o", "--output", type=directory, metavar="PATH",
                      help="file to write (default: <model-dir>/export/model.onnx or model.safetensors)")
 
-    sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "
-                  "per-class scores, the most confident mistakes, calibration and first-layer filters")
-    model_dir(sub)
-    data_dir(sub)
-    sub.add_argument("--out", type=directory, metavar="DIR",
-                     help="where to write report.html and its PNGs (default: <model-dir>/report)")
-
-    sub = command("serve", serve, "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /")
+    sub = command("serve", serve, "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /",
+                  json_help=None)
     model_dir(sub)
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
-    sub.add_argument("--port", type=non_negative_int, default=8000, help="TCP port (default: 8000)")
+    sub.add_argument("--port", type=port_number, default=8000, help="TCP port, 0-65535; 0 picks a free one "
+                     "(default: 8000)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N",
                      help="refuse request bodies over N bytes with 413 (default: 4194304)")
     return parser

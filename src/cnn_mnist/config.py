@@ -178,7 +178,7 @@ PRESETS: dict[str, TrainConfig] = {
     "tutorial": TrainConfig(eval_every=2000, run=RunConfig(precision="auto")),
     # High accuracy in seconds: Adam with a one-cycle schedule over ~2.1 epochs of 256, weights
     # averaged over the last ~20 steps (it crosses 99% ~100 steps sooner than the raw weights),
-    # bf16 where the CPU has it. Tuned and measured in the README's "Speed" section.
+    # bf16 where the CPU has it. Tuned and measured in docs/performance.md.
     "fast": TrainConfig(
         steps=460, batch_size=256, log_probabilities_every=0, eval_every=100,
         params=ModelParams(optimizer="adam", learning_rate=6e-3, lr_schedule="one_cycle", warmup_fraction=0.1,
@@ -187,7 +187,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # The most accuracy from the same network in minutes: 20 epochs of 128 with each image
     # randomly rotated, scaled, sheared and shifted, Adam on a one-cycle schedule, label
-    # smoothing and a weight average. Chosen on the validation split; the README's "best"
+    # smoothing and a weight average. Chosen on the validation split; docs/train.md's "best"
     # section has the ablation behind every part.
     "best": TrainConfig(
         steps=8_600, batch_size=128, log_probabilities_every=0, eval_every=1000,

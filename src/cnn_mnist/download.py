@@ -91,15 +91,20 @@ def ensure_mnist(
     Raises DownloadError, listing what was tried, when some file is in none of them. ``progress``
     shows each transfer's bytes (a bar on a terminal, plain lines elsewhere).
     """
-    target = default_data_dir(data_dir)
+    target = default_data_dir(data_dir).absolute()
+    if source_dir is not None:  # a source the user named must exist, even when the cache is complete
+        check_source_dir(source_dir)
     # Read-only fast path: a complete directory is used as is, even where we could not write.
     if all(verify_file(target / name, expected) for name, expected in md5.items()):
         return target
 
+    if target.exists() and not target.is_dir():
+        raise DataError(f"data directory {target} is a file; pass --data-dir a directory (or set {DATA_DIR_ENV})")
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create data directory {target}: {err}") from err
+        raise DataError(f"cannot create data directory {target}: {err.strerror or err}; pass another --data-dir "
+                        f"(or set {DATA_DIR_ENV})") from None
     with _lock_data_dir(target):
         _remove_partial_files(target, md5)
         missing = _delete_corrupt_and_list_missing(target, md5)
@@ -125,6 +130,20 @@ def ensure_mnist(
     if missing:
         raise DownloadError(_explain_failure(target, missing, md5, failures))
     return target
+
+
+def check_source_dir(source_dir: str | os.PathLike) -> Path:
+    """``source_dir`` as an absolute path, or a DataError if it is missing, a file or unreadable."""
+    directory = Path(source_dir).expanduser().absolute()
+    if not directory.exists():
+        raise DataError(f"--source-dir {directory} does not exist; give the folder that holds the IDX files")
+    if not directory.is_dir():
+        raise DataError(f"--source-dir {directory} is a file; give the folder that holds the IDX files")
+    try:
+        os.listdir(directory)
+    except OSError as err:
+        raise DataError(f"cannot read --source-dir {directory}: {err.strerror or err}") from None
+    return directory
 
 
 @dataclass(frozen=True)
@@ -369,7 +388,8 @@ def _lock_data_dir(target: Path) -> Iterator[None]:
     try:
         lock_file = (target / ".download.lock").open("a")
     except OSError as err:
-        raise DataError(f"cannot write in data directory {target}: {err}") from err
+        raise DataError(f"cannot write in data directory {target}: {err.strerror or err}; fix its permissions or "
+                        f"pass another --data-dir (or set {DATA_DIR_ENV})") from None
     with lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield

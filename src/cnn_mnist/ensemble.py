@@ -1,7 +1,7 @@
 """Several trained models answering together: their softmax probabilities averaged.
 
 Networks trained from different seeds make partly different mistakes, so the average of their
-probabilities is right more often than any one of them (the README's ``best`` section measures
+probabilities is right more often than any one of them (docs/train.md's ``best`` section measures
 3 and 5). Each member is restored as ``predict`` restores a model (the weight average where
 there is one), and each keeps its own precision setting.
 """

@@ -47,3 +47,30 @@ class NoDigitError(ImageError):
 
 class ExportError(CnnMnistError):
     """A model could not be exported, or the exported file disagrees with the model."""
+
+
+class ModelDirError(CnnMnistError):
+    """A model directory is missing, is a file, or cannot be created."""
+
+
+class OutputError(CnnMnistError):
+    """An output path (a report folder, an export file) cannot be written."""
+
+
+class ServeError(CnnMnistError):
+    """The service cannot listen where it was asked to: a bad host, a port in use or out of range."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while training. ``saved``: whether a checkpoint of ``global_step`` was written on the
+    way out (one Ctrl-C), or the run stopped at once without one (a second Ctrl-C)."""
+
+    def __init__(self, global_step: int, saved: bool):
+        super().__init__(global_step, saved)
+        self.global_step, self.saved = global_step, saved
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional extra in a clone of the repository (the package is not on PyPI)."""
+    return (f"install the '{extra}' extra: run 'make install' in the clone (it installs every extra), or "
+            f"'.venv/bin/pip install -e \".[{extra}]\" -c constraints.txt'")

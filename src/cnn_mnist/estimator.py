@@ -25,7 +25,7 @@ import torch
 from . import checkpoints, distributed
 from .allocator import retain_freed_memory
 from .config import ModelParams, RunConfig
-from .errors import CheckpointError, ConfigError, NanLossError
+from .errors import CheckpointError, ConfigError, NanLossError, TrainingInterrupted
 from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
 from .inputs import ArrayStream
 from .lock import ModelDirLock
@@ -54,7 +54,6 @@ class Estimator:
         self.precision = resolve_precision(self.config.precision)
         self.device = distributed.device()  # the CPU, except in an NCCL (GPU) run
         self._initialize()
-        log.info("Using config: model_dir=%s, %s, %s", self.model_dir, self.params, self.config)
 
     # -- train ---------------------------------------------------------------------------------
 
@@ -103,9 +102,10 @@ class Estimator:
         # validation) act on step numbers only, so their collectives line up across ranks.
         hooks = [hook for hook in hooks if distributed.is_chief() or not hook.chief_only]
         world_size = distributed.world_size()
+        log.info("Using config: model_dir=%s, %s, %s", self.model_dir, self.params, self.config)
         log.info("Training from global step %d to %d.", self.global_step, target)
         self._run_started = time.perf_counter()
-        with _StopOnCtrlC() as ctrl_c:
+        with _StopOnCtrlC(lambda: run.global_step) as ctrl_c:
             for hook in hooks:
                 hook.begin(run)
             try:
@@ -159,7 +159,7 @@ class Estimator:
             _end_hooks(hooks, run, raise_errors=True)
         if ctrl_c.pressed:
             log.warning("Interrupted at global step %d; checkpoint saved.", run.global_step)
-            raise KeyboardInterrupt
+            raise TrainingInterrupted(run.global_step, saved=True)
 
     # -- evaluate and predict -------------------------------------------------------------------
 
@@ -176,7 +176,8 @@ class Estimator:
         """
         path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
         results = self._metrics(input_fn, progress=progress)
-        log.info("Saving dict for global step %d: %s (checkpoint %s)", self.global_step,
+        log.info("%s for global step %d: %s (checkpoint %s)",
+                 "Saving dict" if write_summaries else "Evaluated", self.global_step,  # TensorFlow's words
                  ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
         if write_summaries and distributed.is_chief():
             self._write_eval_summaries(results, name)
@@ -392,6 +393,9 @@ class _StopOnCtrlC:
     """While training, the first Ctrl-C asks the loop to stop after the current step, so the
     checkpoint saved on the way out is a consistent one; a second Ctrl-C interrupts at once."""
 
+    def __init__(self, global_step: Callable[[], int] = lambda: 0):
+        self._global_step = global_step
+
     def __enter__(self):
         self.pressed = False
         self._previous = None
@@ -401,7 +405,7 @@ class _StopOnCtrlC:
 
     def _handle(self, signum, frame):
         if self.pressed:
-            raise KeyboardInterrupt
+            raise TrainingInterrupted(self._global_step(), saved=False)
         self.pressed = True
         log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press again to abort now)")
 

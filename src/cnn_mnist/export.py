@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .atomic import write_atomically
-from .errors import ExportError
+from . import __version__, checkpoints
+from .atomic import prepare_output_file, write_atomically
+from .errors import ExportError, install_hint
 from .network import IMAGE_SIZE, ConvNet
 from .predictor import CLASS_NAMES, Predictor
 
@@ -31,7 +31,6 @@ EXPORT_DIR = "export"  # inside the model directory
 PARITY_IMAGES = 1_000  # the first test images; ~0.3 s of onnxruntime on 2 cores
 PARITY_TOLERANCE = 1e-5  # largest allowed |probability difference| between PyTorch and onnxruntime
 ONNX_OPSET = 20
-INSTALL_HINT = "pip install 'cnn-mnist[export]'"
 INPUT_PREPARATION = (
     "greyscale; invert a light background (MNIST is a white digit on black); crop to the ink; scale so the "
     "longer side is 20 px; place the centre of mass at the centre of a 28x28 image; divide by 255: "
@@ -63,6 +62,15 @@ class ExportResult:
     seconds: float
     parity: Parity | None = None  # ONNX only
 
+    def to_dict(self) -> dict:
+        """What ``cnn-mnist export --json`` prints."""
+        return {"path": str(self.path), "format": self.format, "size_bytes": self.size_bytes,
+                "global_step": self.global_step, "checkpoint": self.checkpoint_path.name,
+                "weights": "weight average" if self.uses_weight_average else "trained weights",
+                "seconds": round(self.seconds, 3),
+                "parity": None if self.parity is None else {"images": self.parity.images,
+                                                            "max_abs_diff": self.parity.max_abs_diff}}
+
     def __str__(self) -> str:
         weights = "weight average" if self.uses_weight_average else "trained weights"
         return (f"exported {self.checkpoint_path.name} (global step {self.global_step}, {weights}) to {self.path} "
@@ -74,34 +82,47 @@ def default_output_path(model_dir: str | os.PathLike, fmt: str) -> Path:
     return Path(model_dir) / EXPORT_DIR / FILE_NAMES[fmt]
 
 
-def export_model(model_dir: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None, *,
+def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: str | os.PathLike | None = None, *,
                  data_dir: str | os.PathLike | None = None, parity_images: int = PARITY_IMAGES,
                  checkpoint_path: str | os.PathLike | None = None) -> ExportResult:
     """Export the newest checkpoint of ``model_dir`` (its weight average where it has one).
 
-    ONNX also loads MNIST's test set from ``data_dir`` for the parity check on its first
-    ``parity_images`` images; nothing is written unless the check holds.
+    ``fmt`` is "onnx" or "safetensors"; None takes it from ``output``'s suffix, else ONNX. The
+    output's folder is checked before any work. ONNX also loads MNIST's test set from ``data_dir``
+    for the parity check on its first ``parity_images`` images; nothing is written unless it holds.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    fmt = resolve_format(fmt, output)
     if fmt == "onnx":
         _require_onnx()
+    if checkpoint_path is None:
+        checkpoints.require_checkpoint(model_dir)
+    path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt))
     started = time.perf_counter()
     predictor = Predictor(model_dir, checkpoint_path)
-    path = Path(output) if output is not None else default_output_path(model_dir, fmt)
     parity = None
     if fmt == "onnx":
         from .datasets import load_mnist
 
         images = load_mnist(data_dir).test.images[:parity_images]
-        _prepare_output(path)
         parity = export_onnx(predictor, path, images)
     else:
-        _prepare_output(path)
         export_safetensors(predictor, path)
     return ExportResult(path=path, format=fmt, size_bytes=path.stat().st_size, global_step=predictor.global_step,
                         checkpoint_path=predictor.checkpoint_path, uses_weight_average=predictor.uses_weight_average,
                         seconds=time.perf_counter() - started, parity=parity)
+
+
+def resolve_format(fmt: str | None, output: str | os.PathLike | None) -> str:
+    """The export format: ``fmt`` if given (it must agree with a known suffix of ``output``), else
+    the one ``output``'s suffix names, else ONNX."""
+    suffix = Path(output).suffix.lower().lstrip(".") if output is not None else ""
+    named = suffix if suffix in FORMATS else None
+    if fmt is not None and fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    if fmt is not None and named is not None and fmt != named:
+        raise ExportError(f"--format {fmt} but --output {output} ends in .{named}; drop one of them, or make them "
+                          "agree")
+    return fmt or named or "onnx"
 
 
 def export_metadata(predictor: Predictor) -> dict[str, str]:
@@ -200,7 +221,8 @@ def _require_onnx() -> None:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError as err:
-        raise ExportError(f"ONNX export needs {err.name or 'onnx'}, which is not installed: {INSTALL_HINT}") from None
+        raise ExportError(f"ONNX export needs {err.name or 'onnx'}, which is not installed; "
+                          f"{install_hint('export')}") from None
 
 
 @contextlib.contextmanager
@@ -244,15 +266,6 @@ def export_safetensors(predictor: Predictor, path: str | os.PathLike) -> None:
 
 
 # -- files ---------------------------------------------------------------------------------------
-
-
-def _prepare_output(path: Path) -> None:
-    if path.is_dir():
-        raise ExportError(f"{path} is a directory; give a file name with --output")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"cannot create directory {path.parent}: {err.strerror or err}") from None
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]):

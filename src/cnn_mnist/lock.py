@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import ModelDirLockedError
+from .errors import ModelDirError, ModelDirLockedError
 
 LOCK_NAME = ".lock"
 
@@ -29,8 +29,16 @@ class ModelDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        directory = self.path.parent.absolute()
+        if directory.exists() and not directory.is_dir():
+            raise ModelDirError(f"--model-dir {directory} is a file, not a directory; pass a directory for the "
+                                "run's checkpoints (it is created if missing)")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a parent that is a file, no permission, a read-only disk
+            raise ModelDirError(f"cannot use {directory} as the model directory: {err.strerror or err}; pass "
+                                "another --model-dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

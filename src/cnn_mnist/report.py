@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, checkpoints
+from .atomic import prepare_output_dir
 from .errors import CheckpointError, CnnMnistError
 from .network import NUM_CLASSES
 from .progress import format_duration
@@ -354,8 +355,10 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     """Evaluate the newest checkpoint on the test set and write report.html, its PNGs and
     metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path."""
     model_dir = Path(model_dir)
-    out_dir = Path(out_dir) if out_dir is not None else model_dir / "report"
-    evaluation = evaluate_test_set(model_dir, data_dir)  # first: no checkpoint is an error before any work
+    # An empty directory, then the output: neither problem should cost a test-set evaluation.
+    checkpoints.require_checkpoint(model_dir)
+    out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report")
+    evaluation = evaluate_test_set(model_dir, data_dir)
     curves = read_training_curves(model_dir)
     confusion = confusion_matrix(evaluation.labels, evaluation.classes)
     scores = per_class_scores(confusion)

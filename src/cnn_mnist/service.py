@@ -8,7 +8,9 @@ batch never blocks other requests. Client mistakes end as a 4xx with ``{"detail"
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import logging
 import os
 import socket
 import threading
@@ -30,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from . import __version__
-from .errors import CnnMnistError, ImageError, NoDigitError
+from .errors import CnnMnistError, ImageError, NoDigitError, ServeError, install_hint
 from .images import MIN_INK_CONTRAST, as_mnist_pixels, prepare_image
 from .network import IMAGE_SIZE
 from .predictor import Predictor
@@ -41,6 +43,8 @@ MAX_IMAGES = 64
 """Images per request, in any form; more is a 422."""
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+log = logging.getLogger(__name__)
 
 # -- the request and response bodies, as the schema at /openapi.json describes them ---------------
 
@@ -137,7 +141,9 @@ def _json_type(value) -> str:
 
 class ImagePrediction(BaseModel):
     input: str = Field(description="the upload's file name, 'body', 'pixels' or 'images[i]'")
-    classes: int | None = Field(description="the predicted digit; null when no digit was found")
+    model_config = ConfigDict(populate_by_name=True)
+
+    digit: int | None = Field(alias="class", description="the predicted digit; null when no digit was found")
     probabilities: list[float] | None = Field(description="softmax probability of each digit 0-9; null when no digit")
     no_digit: bool = Field(description="true when the image is blank: nothing to classify")
     detail: str | None = Field(None, description="why no digit was found")
@@ -194,7 +200,7 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The service around the newest checkpoint in ``model_dir`` (or around ``predictor``), loaded now."""
     if importlib.util.find_spec("python_multipart") is None and importlib.util.find_spec("multipart") is None:
-        raise CnnMnistError("serving needs python-multipart: pip install 'cnn-mnist[serve]'")
+        raise CnnMnistError(f"serving needs python-multipart, which is not installed; {install_hint('serve')}")
     if max_body_bytes <= 0:
         raise CnnMnistError(f"max_body_bytes must be positive, got {max_body_bytes}")
     if predictor is None:
@@ -348,7 +354,7 @@ def predict_inputs(predictor: Predictor, inputs: list[_Input], include_prepared:
     prepared: list[np.ndarray | None] = []
     rows = []
     for item in inputs:
-        row = {"input": item.name, "classes": None, "probabilities": None, "no_digit": False}
+        row = {"input": item.name, "class": None, "probabilities": None, "no_digit": False}
         try:
             pixels = prepare(item)
         except NoDigitError as error:
@@ -362,8 +368,8 @@ def predict_inputs(predictor: Predictor, inputs: list[_Input], include_prepared:
         answers = iter(zip(prediction.classes.tolist(), prediction.probabilities.tolist(), strict=True))
         for row, pixels in zip(rows, prepared, strict=True):
             if pixels is not None:
-                classes, probabilities = next(answers)
-                row.update(classes=classes, probabilities=[round(p, 6) for p in probabilities])
+                digit, probabilities = next(answers)
+                row.update({"class": digit, "probabilities": [round(p, 6) for p in probabilities]})
     if include_prepared:
         for row, pixels in zip(rows, prepared, strict=True):
             row["prepared"] = None if pixels is None else pixels.tolist()
@@ -396,9 +402,52 @@ def is_too_large(error: ImageError) -> bool:
 
 def serve(model_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
-    """Load the model and answer requests until Ctrl-C."""
-    app = create_app(model_dir, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    """Load the model and answer requests until Ctrl-C.
+
+    The socket is bound first, so a bad host or a port in use is a ServeError before the model
+    loads, not uvicorn's own message and exit status."""
+    sock = listen_socket(host, port)
+    try:
+        app = create_app(model_dir, max_body_bytes=max_body_bytes)
+        log.info("Serving on %s: the page at /, POST /v1/predict, GET /healthz (Ctrl-C stops)", url_of(sock))
+        uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening (``port`` 0: a free one), or a
+    ServeError in one line saying what is wrong and what to do."""
+    if not 0 <= port <= 65535:
+        raise ServeError(f"port {port} is out of range; choose 0-65535 (0 picks a free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ServeError(f"cannot listen on --host {host!r}: unknown host ({getattr(err, 'strerror', None) or err}); "
+                         "use an address of this machine, such as 127.0.0.1 (this machine only) or 0.0.0.0") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            reason = f"port {port} is in use by another program; stop it, or choose another --port (0 picks a free one)"
+        elif err.errno == errno.EACCES:
+            reason = f"port {port} needs more privileges than this user has; choose --port 1024 or above"
+        elif err.errno == errno.EADDRNOTAVAIL:
+            reason = "that address is not one of this machine's; use 127.0.0.1, 0.0.0.0 or one of its own addresses"
+        else:
+            reason = err.strerror or str(err)
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 @contextmanager
@@ -408,16 +457,12 @@ def running_server(app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> Ite
     The socket is bound and listening before the thread starts, so the URL answers at once:
     early connections wait in the backlog until uvicorn picks them up.
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    sock = listen_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="cnn-mnist-server", daemon=True)
     thread.start()
-    bound_host, bound_port = sock.getsockname()[:2]
     try:
-        yield f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+        yield url_of(sock)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

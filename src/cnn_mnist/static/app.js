@@ -174,7 +174,7 @@
 
   function showDigit(prediction) {
     const probabilities = prediction.probabilities;
-    const best = prediction.classes;
+    const best = prediction.class;
     setState("digit");
     topClass.textContent = String(best);
     label.textContent = `It looks like a ${best}`;

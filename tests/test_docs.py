@@ -1,0 +1,134 @@
+"""The documentation: the MkDocs site builds with --strict, every Python example in docs/ and the
+README runs, every page is in the nav, no page names an issue by number, and the README stays a
+front page.
+
+Examples run in a temporary folder, so the model directories they create land there. The ones
+that train use the real MNIST ($CNN_MNIST_DATA or ~/.cache/cnn_mnist, downloaded on first use)
+for a hundred steps; the export page's examples read a model.onnx and a model.safetensors,
+which a module fixture writes once with the CLI from a 20-step model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pytest_examples import CodeExample, EvalExample, find_examples
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+README_MAX_LINES = 150
+ISSUE_NUMBER = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
+EXPORTED_FILES = ("model.onnx", "model.safetensors")
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.rglob("*.md"))
+
+
+def python_examples() -> list:
+    """Every ```python (or ```py) block of docs/ and README.md, marked real_data where it needs MNIST."""
+    params = []
+    for example in find_examples(str(DOCS), str(README)):
+        if example.prefix.split()[0] not in ("py", "python"):
+            continue  # e.g. ```pycon
+        needs_data = "load_mnist" in example.source or any(name in example.source for name in EXPORTED_FILES)
+        marks = [pytest.mark.real_data] if needs_data else []
+        params.append(pytest.param(example, id=f"{example.path.relative_to(ROOT)}:{example.start_line}", marks=marks))
+    return params
+
+
+def run_cli(*args: str, cwd: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "cnn_mnist", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"cnn-mnist {' '.join(args)} failed:\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def exported_models(tmp_path_factory) -> Path:
+    """A folder holding model.onnx and model.safetensors, exported from a 20-step model on real MNIST."""
+    folder = tmp_path_factory.mktemp("exported")
+    run_cli("train", "-q", "--model-dir", "model", "--steps", "20", "--eval-every", "0",
+            "--log-probabilities-every", "0", cwd=folder)
+    for name in EXPORTED_FILES:
+        fmt = name.rsplit(".", 1)[1]
+        run_cli("export", "-q", "--model-dir", "model", "--format", fmt, "--output", name, cwd=folder)
+    return folder
+
+
+def test_the_site_builds_without_a_warning(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr}"
+
+
+def test_there_are_python_examples_to_run():
+    assert python_examples(), "no ```python block found in docs/ or README.md"
+
+
+@pytest.mark.parametrize("example", python_examples())
+def test_python_example_runs(example: CodeExample, eval_example: EvalExample, tmp_path, monkeypatch, request):
+    monkeypatch.chdir(tmp_path)
+    for name in EXPORTED_FILES:
+        if name in example.source:
+            shutil.copy(request.getfixturevalue("exported_models") / name, tmp_path / name)
+    eval_example.run(example)
+
+
+def test_no_page_names_an_issue_by_number():
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in [*pages(), README]
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if ISSUE_NUMBER.search(line)]
+    assert not found, "issue numbers belong in commits, not in the documentation:\n" + "\n".join(found)
+
+
+def test_the_readme_is_a_front_page():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines; keep it at most {README_MAX_LINES} and move detail into docs/")
+
+
+def test_every_command_line_flag_is_documented():
+    """train's flags in train.md's table, every other command's somewhere in docs/, as `--flag`."""
+    import argparse
+
+    from cnn_mnist.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    everywhere = "\n".join(path.read_text(encoding="utf-8") for path in pages())
+    train_page = (DOCS / "train.md").read_text(encoding="utf-8")
+    missing = [f"{name} {flag}"
+               for name, parser in commands.choices.items()
+               for action in parser._actions if action.help != argparse.SUPPRESS
+               for flag in action.option_strings if flag not in ("-h", "--help")
+               and f"`{flag}" not in (train_page if name == "train" else everywhere)]
+    assert not missing, f"flags the documentation does not name (as `{{flag}}`): {missing}"
+
+
+def nav_pages(entry) -> list[str]:
+    """Every .md file named anywhere in a mkdocs.yml nav entry (lists, {title: page}, {title: [...]})."""
+    if isinstance(entry, str):
+        return [entry] if entry.endswith(".md") else []
+    if isinstance(entry, list):
+        return [page for item in entry for page in nav_pages(item)]
+    if isinstance(entry, dict):
+        return [page for value in entry.values() for page in nav_pages(value)]
+    return []
+
+
+def test_every_page_is_in_the_nav():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    docs_dir = ROOT / config.get("docs_dir", "docs")
+    in_nav = set(nav_pages(config["nav"]))
+    on_disk = {path.relative_to(docs_dir).as_posix() for path in docs_dir.rglob("*.md")}
+    assert not on_disk - in_nav, f"pages missing from mkdocs.yml's nav: {sorted(on_disk - in_nav)}"
+    assert not in_nav - on_disk, f"nav entries without a page: {sorted(in_nav - on_disk)}"
