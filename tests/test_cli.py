@@ -224,12 +224,15 @@ def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsy
     assert "train-images-idx3-ubyte" in err and "--source-dir" in err
 
 
-def test_a_data_dir_that_is_a_file(tmp_path, capsys):
+def test_a_data_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("not a directory")
     one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file")],
                    f"data directory {tmp_path / 'file'} is a file; pass --data-dir a directory")
     one_line_error(capsys, ["download", "--data-dir", str(tmp_path / "file" / "mnist")],
                    f"cannot create data directory {tmp_path / 'file' / 'mnist'}: Not a directory")
+    monkeypatch.setenv("CNN_MNIST_DATA", str(tmp_path / "file"))  # not named on the command line
+    one_line_error(capsys, ["download"], f"data directory {tmp_path / 'file'} (the default: $CNN_MNIST_DATA, else "
+                   "~/.cache/cnn_mnist) is a file")
 
 
 def test_truncated_and_wrong_magic_idx_files(tmp_path, no_verify, capsys):

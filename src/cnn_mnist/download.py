@@ -92,6 +92,9 @@ def ensure_mnist(
     shows each transfer's bytes (a bar on a terminal, plain lines elsewhere).
     """
     target = default_data_dir(data_dir).absolute()
+    # Errors name where the directory came from when the user did not name it.
+    where = f"data directory {target}" + ("" if data_dir is not None else
+                                           f" (the default: ${DATA_DIR_ENV}, else ~/.cache/cnn_mnist)")
     if source_dir is not None:  # a source the user named must exist, even when the cache is complete
         check_source_dir(source_dir)
     # Read-only fast path: a complete directory is used as is, even where we could not write.
@@ -99,13 +102,13 @@ def ensure_mnist(
         return target
 
     if target.exists() and not target.is_dir():
-        raise DataError(f"data directory {target} is a file; pass --data-dir a directory (or set {DATA_DIR_ENV})")
+        raise DataError(f"{where} is a file; pass --data-dir a directory (or set {DATA_DIR_ENV})")
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create data directory {target}: {err.strerror or err}; pass another --data-dir "
+        raise DataError(f"cannot create {where}: {err.strerror or err}; pass another --data-dir "
                         f"(or set {DATA_DIR_ENV})") from None
-    with _lock_data_dir(target):
+    with _lock_data_dir(target, where):
         _remove_partial_files(target, md5)
         missing = _delete_corrupt_and_list_missing(target, md5)
         failures: list[_Failure] = []
@@ -383,12 +386,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _lock_data_dir(target: Path) -> Iterator[None]:
+def _lock_data_dir(target: Path, where: str) -> Iterator[None]:
     """Serialise calls on one directory (e.g. one per training process), so none removes another's partial file."""
     try:
         lock_file = (target / ".download.lock").open("a")
     except OSError as err:
-        raise DataError(f"cannot write in data directory {target}: {err.strerror or err}; fix its permissions or "
+        raise DataError(f"cannot write in {where}: {err.strerror or err}; fix its permissions or "
                         f"pass another --data-dir (or set {DATA_DIR_ENV})") from None
     with lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes, or the process dies
