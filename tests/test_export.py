@@ -170,7 +170,8 @@ def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, 
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("a file")
     base = ["export", "--format", "safetensors"]
-    one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "nope")], "does not exist; check the path, or train first")
+    one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "nope")],
+                   "does not exist; check the path, or train first")
     one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "empty")], "no checkpoint in")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path)], "is a directory")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path / "file" / "m.st")],

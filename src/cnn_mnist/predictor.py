@@ -55,7 +55,7 @@ class Predictor:
         self.global_step = int(state["global_step"])
         self.uses_weight_average = key == "averaged_network"
         self.precision = resolve_precision(precision)
-        log.info("Loaded %s (global step %d, %s)", path, self.global_step,
+        log.info("Loaded %s (global step %d, %s)", path.absolute(), self.global_step,
                  "weight average" if self.uses_weight_average else "trained weights")
 
     def predict(self, pixels: np.ndarray | torch.Tensor) -> Prediction:
