@@ -62,6 +62,11 @@ def temporaries(model_dir: Path) -> set[str]:
     return {name for name in os.listdir(model_dir) if name.startswith(".model.ckpt-")} if model_dir.is_dir() else set()
 
 
+def newest_step(model_dir: Path) -> int:
+    found = list_checkpoints(model_dir)
+    return found[-1][0] if found else 0
+
+
 def final_state(model_dir: Path) -> dict:
     return load_checkpoint(list_checkpoints(model_dir)[-1][1])
 
@@ -78,10 +83,15 @@ def run_with_kills(model_dir: Path, data_dir: str | None, steps: int, every: int
             while process.poll() is None and time.monotonic() < deadline and not temporaries(model_dir) - before:
                 time.sleep(0.0005)
             saving = process.poll() is None and bool(temporaries(model_dir) - before)
-        else:  # a random moment within the first 0.6 s of training, so every life is cut short
+        else:  # a random moment within the life's first 1-3 checkpoint intervals, so every life is cut short
+            # Counted in steps, not seconds: a time window would let a fast machine train to the
+            # end before the tenth kill.
             while process.poll() is None and began_at(process) is None:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.6))
+            target = (began_at(process) or 0) + every * rng.randint(1, 3)
+            while process.poll() is None and newest_step(model_dir) < target:
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0.0, 0.01))  # somewhere in the steps after that save
             saving = False
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

@@ -1,7 +1,7 @@
 """kill -9 at random moments (half of them mid-save), resume each time: the final weights equal
 an uninterrupted run's bit for bit, no partial checkpoint is ever loadable, leftovers are cleaned.
 
-Runs benchmarks/kill_resume.py at CI size on the tiny synthetic MNIST (~40 s); the script
+Runs benchmarks/kill_resume.py at CI size on the tiny synthetic MNIST (~70 s); the script
 itself runs the longer version on the real data."""
 
 import importlib.util
