@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from cnn_mnist import idx
 from cnn_mnist.datasets import FILES, VALIDATION_SIZE
+
+# Property tests draw the same examples on every run (a failure reproduces, and no run passes or
+# fails by the luck of the draw) and have no per-example deadline (that would measure the load).
+settings.register_profile("cnn_mnist", derandomize=True, deadline=None, database=None)
+settings.load_profile("cnn_mnist")
 
 TINY_TRAIN = VALIDATION_SIZE + 400  # the tutorial's split needs more than 5,000 training images
 TINY_TEST = 300
