@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 ARGS ?=
 # BROWSER=0 runs the suite without the real-browser tests (where Chromium cannot be installed).
 BROWSER ?= 1
-CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),/usr/bin/chromium)
+CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 
 .PHONY: run test docs install install-test chromium clean
 
@@ -56,6 +56,7 @@ chromium:
 	    echo "make test: installing Debian's chromium for the browser tests (about 20 s)"; \
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null || { \
 	        echo "make test: could not install chromium; install it by hand, or run: make test BROWSER=0" >&2; exit 1; }; \
+	    [ -x "$(CHROMIUM)" ] || { echo "make test: Debian's chromium is installed, but CHROMIUM=$(CHROMIUM) is not there; unset it or point it at /usr/bin/chromium" >&2; exit 1; }; \
 	fi
 
 clean:

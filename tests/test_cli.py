@@ -369,7 +369,7 @@ def test_a_model_dir_that_is_a_file_or_inside_one(tmp_path, tiny_mnist_dir, no_v
                                 *command[1:]], f"--model-dir {tmp_path / 'file'} is a file")
     one_line_error(capsys, ["train", "--model-dir", str(tmp_path / "file" / "model"), "--data-dir",
                             str(tiny_mnist_dir), *FAST],
-                   f"cannot use {tmp_path / 'file' / 'model'} as the model directory: Not a directory")
+                   f"--model-dir {tmp_path / 'file' / 'model'} is inside {tmp_path / 'file'}, which is a file")
 
 
 def test_the_default_model_dir_is_named_as_relative_to_the_current_folder(tmp_path, monkeypatch, capsys):
@@ -378,7 +378,7 @@ def test_the_default_model_dir_is_named_as_relative_to_the_current_folder(tmp_pa
                    f"--model-dir runs/mnist_convnet_model is relative to the current folder ({tmp_path})")
 
 
-def test_serve_ports_and_hosts_it_cannot_listen_on(trained, capsys):
+def test_serve_ports_and_hosts_it_cannot_listen_on(trained, monkeypatch, capsys):
     pytest.importorskip("uvicorn")
     import socket
 
@@ -391,10 +391,12 @@ def test_serve_ports_and_hosts_it_cannot_listen_on(trained, capsys):
         port = taken.getsockname()[1]
         one_line_error(capsys, ["serve", "--model-dir", str(trained), "--port", str(port)],
                        f"cannot listen on 127.0.0.1:{port}: port {port} is in use by another program")
+    def no_such_host(*args, **kwargs):  # the resolver's answer, without asking a DNS server
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     one_line_error(capsys, ["serve", "--model-dir", str(trained), "--host", "no-such-host.invalid"],
-                   "cannot listen on --host 'no-such-host.invalid': unknown host")
-    one_line_error(capsys, ["serve", "--model-dir", str(trained), "--host", "192.0.2.1", "--port", "0"],
-                   "that address is not one of this machine's")
+                   "cannot listen on --host 'no-such-host.invalid': unknown host (Name or service not known)")
 
 
 def test_a_source_dir_that_is_missing_is_an_error_even_with_the_data_cached(tmp_path, tiny_mnist_dir, monkeypatch,
@@ -436,9 +438,9 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, t
     (tmp_path / "notes.txt").write_text("a file")
     base = [command, "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
     inside_a_file = tmp_path / "notes.txt" / ("report" if command == "report" else "model.onnx")
-    where = inside_a_file if command == "report" else inside_a_file.parent
     one_line_error(capsys, [*base, "--output", str(inside_a_file)],
-                   f"--output {where} {'is inside' if command == 'report' else 'is a file'}")
+                   f"--output {inside_a_file} is inside {tmp_path / 'notes.txt'}, which is a file" if command == "report"
+                   else f"--output {inside_a_file} cannot be written: {tmp_path / 'notes.txt'} is a file")
     if command == "export":
         one_line_error(capsys, [*base, "--output", str(tmp_path)], f"--output {tmp_path} is a directory")
     else:
@@ -544,3 +546,56 @@ def test_help_matches_its_snapshot(command, monkeypatch, capsys):
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         snapshot.write_text(help_text)
     assert help_text == snapshot.read_text()
+
+
+def test_an_unknown_flag_points_to_its_commands_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--bogus"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert err == "cnn-mnist: error: train: unrecognized arguments: --bogus (see: cnn-mnist train --help)"
+
+
+def test_verbose_turns_on_this_packages_debug_lines_only(tmp_path, capsys):
+    package, root = logging.getLogger("cnn_mnist"), logging.getLogger()
+    before = (package.level, root.level)
+    try:
+        main(["-v", "download", "--source-dir", str(tmp_path / "nope")])
+        assert package.level == logging.DEBUG and root.level != logging.DEBUG
+    finally:
+        package.setLevel(before[0])
+        root.setLevel(before[1])
+    capsys.readouterr()
+
+
+def test_log_lines_say_what_the_command_does(trained, tiny_mnist_dir, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    assert main(["evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]) == 0
+    assert "Saving dict for global step 20" in caplog.text and "Using config" not in caplog.text
+    caplog.clear()
+    assert main(["report", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "--output",
+                 str(tmp_path / "report")]) == 0
+    assert "Evaluated for global step 20" in caplog.text
+    assert "Saving dict" not in caplog.text and "Using config" not in caplog.text
+    capsys.readouterr()
+
+
+def test_export_refuses_a_suffix_it_cannot_read_a_format_from(trained, tmp_path, capsys):
+    one_line_error(capsys, ["export", "--model-dir", str(trained), "--output", str(tmp_path / "weights.bin")],
+                   "cannot tell the format from --output")
+
+
+def test_predict_prints_no_table_when_every_input_failed(trained, tmp_path, capsys):
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), str(tmp_path / "missing.png"))
+    assert status == 1 and out == "" and "missing.png: file not found" in err
+
+
+def test_ctrl_c_stops_serve_cleanly(trained, monkeypatch, capsys):
+    uvicorn = pytest.importorskip("uvicorn")
+
+    def stopped_by_ctrl_c(self, sockets):
+        raise KeyboardInterrupt  # what uvicorn does after its own shutdown on SIGINT
+
+    monkeypatch.setattr(uvicorn.Server, "run", stopped_by_ctrl_c)
+    assert main(["serve", "--model-dir", str(trained), "--port", "0"]) == 0
+    assert capsys.readouterr().err == ""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from cnn_mnist import Estimator, Hook, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.checkpoints import list_checkpoints, load_checkpoint
 from cnn_mnist.datasets import load_mnist
-from cnn_mnist.errors import CheckpointError, ConfigError, ModelDirLockedError, NanLossError
+from cnn_mnist.errors import CheckpointError, ConfigError, ModelDirLockedError, NanLossError, TrainingInterrupted
 from cnn_mnist.lock import ModelDirLock
 
 
@@ -133,12 +133,28 @@ def test_ctrl_c_stops_after_the_step_and_saves_a_checkpoint(model_dir, mnist):
                 os.kill(os.getpid(), signal.SIGINT)
 
     estimator = make_estimator(model_dir)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted) as stop:
         estimator.train(train_input(mnist), max_steps=50, hooks=[PressCtrlC()])
+    assert (stop.value.global_step, stop.value.saved) == (7, True)
     assert [step for step, _ in list_checkpoints(model_dir)] == [0, 7]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     make_estimator(model_dir).train(train_input(mnist), max_steps=10)  # and the run resumes from it
     assert list_checkpoints(model_dir)[-1][0] == 10
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(model_dir, mnist):
+    class PressCtrlCTwice(Hook):
+        def after_step(self, run):
+            if run.global_step == 7:
+                os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+                os.kill(os.getpid(), signal.SIGINT)  # the second: now
+
+    estimator = make_estimator(model_dir)
+    with pytest.raises(TrainingInterrupted) as stop:
+        estimator.train(train_input(mnist), max_steps=50, hooks=[PressCtrlCTwice()])
+    assert (stop.value.global_step, stop.value.saved) == (7, False)
+    assert [step for step, _ in list_checkpoints(model_dir)] == [0]  # step 7 was not saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(model_dir, mnist):

@@ -175,7 +175,7 @@ def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, 
     one_line_error(capsys, [*base, "--model-dir", str(tmp_path / "empty")], "no checkpoint in")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path)], "is a directory")
     one_line_error(capsys, [*base, "--model-dir", str(trained), "--output", str(tmp_path / "file" / "m.st")],
-                   f"--output {tmp_path / 'file'} is a file")
+                   f"cannot be written: {tmp_path / 'file'} is a file")
     with pytest.raises(ExportError, match="unknown export format 'pickle'"):
         export.export_model(trained, "pickle")
 

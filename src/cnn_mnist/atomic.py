@@ -30,6 +30,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], T]) -> T:
     return result
 
 
+def file_in_the_way(directory: str | os.PathLike) -> Path | None:
+    """The file that stands where ``directory``, or the nearest of its parents that exists,
+    should be a folder; None when it can be created (or already is one)."""
+    for parent in (Path(directory), *Path(directory).parents):
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> Path:
     """Create ``directory`` (and its parents) and check that a file can be written in it, before
     any expensive work whose result would go there. Returns it as an absolute path.
@@ -40,12 +49,10 @@ def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> 
     from .errors import OutputError
 
     directory = Path(directory).expanduser().absolute()
-    for parent in (directory, *directory.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                where = "is a file" if parent == directory else f"is inside {parent}, which is a file"
-                raise OutputError(f"{flag} {directory} {where}; give a folder that can be created")
-            break
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        where = "is a file" if blocker == directory else f"is inside {blocker}, which is a file"
+        raise OutputError(f"{flag} {directory} {where}; give a folder that can be created")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):  # permissions, a read-only disk, quotas
@@ -63,5 +70,8 @@ def prepare_output_file(path: str | os.PathLike, flag: str = "--output") -> Path
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a directory; give a file name, such as {path / 'model.onnx'}")
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        raise OutputError(f"{flag} {path} cannot be written: {blocker} is a file, not a folder")
     prepare_output_dir(path.parent, flag)
     return path

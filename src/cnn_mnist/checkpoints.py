@@ -57,8 +57,14 @@ def require_checkpoint(model_dir: str | os.PathLike) -> Path:
     cheap check that lets a command refuse an empty directory before it prepares anything."""
     path = latest_checkpoint(model_dir)
     if path is None:
-        raise CheckpointError(f"no checkpoint in {model_dir}; train first (cnn-mnist train --model-dir {model_dir})")
+        raise no_checkpoint_error(model_dir)
     return path
+
+
+def no_checkpoint_error(model_dir: str | os.PathLike) -> CheckpointError:
+    """What every command says of a model directory without a checkpoint."""
+    return CheckpointError(f"no checkpoint in {Path(model_dir).absolute()}; train first "
+                           f"(cnn-mnist train --model-dir {model_dir})")
 
 
 def load_newest_good(model_dir: str | os.PathLike) -> tuple[Path, dict] | None:

@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from .config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
 from .errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
+from .lock import check_model_dir
 from .precision import PRECISIONS
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
@@ -29,8 +30,10 @@ log = logging.getLogger("cnn_mnist")
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s:%(name)s:%(message)s", stream=sys.stderr)
+    if args.verbose:  # this package's DEBUG lines, not every library's (PIL, matplotlib, asyncio, ...)
+        logging.getLogger("cnn_mnist").setLevel(logging.DEBUG)
     try:
         return args.command(args) or 0
     except CnnMnistError as err:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                   "that checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("cnn-mnist: interrupted; nothing was changed", file=sys.stderr)
+        print("cnn-mnist: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -54,7 +57,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The parsed command line, defaults filled in: ``model_dir_is_default`` says whether the
     user named the model directory (an error about it then says where the default points)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so the error points to its --help
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.quiet, args.verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
     if args.quiet and args.verbose:
         parser.error("-q/--quiet and -v/--verbose contradict each other; give one")
@@ -89,7 +94,7 @@ def train(args) -> None:
         overrides["train_on_all"] = True
         overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     config = preset(args.preset).with_overrides(**overrides)
-    _check_model_dir_is_not_a_file(args.model_dir)
+    check_model_dir(args.model_dir)  # before MNIST is loaded (or downloaded)
     with distributed.process_group():  # under torchrun: join the other processes; otherwise nothing
         chief = distributed.is_chief()
         if not chief:
@@ -141,11 +146,11 @@ def predict(args) -> int:
         from .ensemble import Ensemble
 
         predictor = Ensemble(args.model_dir)
-        model = {"checkpoints": [str(member.checkpoint_path) for member in predictor.members],
+        model = {"checkpoints": [str(member.checkpoint_path.absolute()) for member in predictor.members],
                  "global_steps": predictor.global_steps}
     else:
         predictor = Predictor(args.model_dir[0])
-        model = {"checkpoint": str(predictor.checkpoint_path), "global_step": predictor.global_step}
+        model = {"checkpoint": str(predictor.checkpoint_path.absolute()), "global_step": predictor.global_step}
     readable = [item for item in inputs if item.pixels is not None]
     for start in range(0, len(readable), EVAL_BATCH_SIZE):
         batch = readable[start:start + EVAL_BATCH_SIZE]
@@ -161,7 +166,7 @@ def predict(args) -> int:
             print(f"cnn-mnist: error: {row['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps({**model, "predictions": rows}))
-    else:
+    elif any("error" not in row for row in rows):  # errors went to stderr; no table of nothing
         print(format_predictions(rows))
     return EXIT_ERROR if any("error" in row for row in rows) else 0
 
@@ -233,8 +238,11 @@ def serve(args) -> None:
             raise CnnMnistError(f"serve needs {err.name}, which is not installed; {install_hint('serve')}") from None
         raise
     _require_model_dir(args.model_dir, args.model_dir_is_default)
-    serve_model(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                log_level="warning" if args.quiet else "info")
+    try:
+        serve_model(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                    log_level="warning" if args.quiet else "info")
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it stopped on: the normal way to stop serving
+        log.info("Stopped serving")
 
 
 SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "multipart", "python_multipart")
@@ -253,14 +261,6 @@ def _require_model_dir(model_dir: str, is_default: bool = False) -> None:
                             "or train first (cnn-mnist train)")
     raise ModelDirError(f"model directory {path} does not exist; check the path, or train first "
                         f"(cnn-mnist train --model-dir {model_dir})")
-
-
-def _check_model_dir_is_not_a_file(model_dir: str) -> None:
-    """Before loading MNIST: a --model-dir that is a file can never be trained into."""
-    path = Path(model_dir).absolute()
-    if path.exists() and not path.is_dir():
-        raise ModelDirError(f"--model-dir {path} is a file, not a directory; pass a directory for the run's "
-                            "checkpoints (it is created if missing)")
 
 
 def _read_predict_inputs(inputs: list[str], data_dir: str | None) -> list[_PredictInput]:
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, function, help_text, json_help="print the result as one line of JSON"):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(command=function)
+        sub.set_defaults(command=function, parser=sub)
         _add_verbosity(sub, default=argparse.SUPPRESS)
         if json_help:
             sub.add_argument("--json", action="store_true", help=json_help)

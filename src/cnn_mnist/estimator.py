@@ -25,7 +25,7 @@ import torch
 from . import checkpoints, distributed
 from .allocator import retain_freed_memory
 from .config import ModelParams, RunConfig
-from .errors import CheckpointError, ConfigError, NanLossError, TrainingInterrupted
+from .errors import ConfigError, NanLossError, TrainingInterrupted
 from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
 from .inputs import ArrayStream
 from .lock import ModelDirLock
@@ -303,9 +303,7 @@ class Estimator:
     def _apply_checkpoint(self, found: dict | None, required: bool, for_training: bool) -> dict | None:
         if found is None:
             if required:
-                raise CheckpointError(
-                    f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})"
-                )
+                raise checkpoints.no_checkpoint_error(self.model_dir)
             self._initialize()
             # Dropout's random stream: the run's seed on rank 0 (and in a single process), and a
             # stream of its own on every other rank, so ranks do not share masks.

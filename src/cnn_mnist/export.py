@@ -96,7 +96,8 @@ def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: s
         _require_onnx()
     if checkpoint_path is None:
         checkpoints.require_checkpoint(model_dir)
-    path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt))
+    path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt),
+                               "--output" if output is not None else "the default export file")
     started = time.perf_counter()
     predictor = Predictor(model_dir, checkpoint_path)
     parity = None
@@ -119,6 +120,9 @@ def resolve_format(fmt: str | None, output: str | os.PathLike | None) -> str:
     named = suffix if suffix in FORMATS else None
     if fmt is not None and fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    if fmt is None and suffix and named is None:
+        raise ExportError(f"cannot tell the format from --output {output} (.{suffix}); end it in .onnx or "
+                          ".safetensors, or give --format")
     if fmt is not None and named is not None and fmt != named:
         raise ExportError(f"--format {fmt} but --output {output} ends in .{named}; drop one of them, or make them "
                           "agree")

@@ -14,11 +14,24 @@ import socket
 import time
 from pathlib import Path
 
+from .atomic import file_in_the_way
 from .errors import ModelDirError, ModelDirLockedError
 
 LOCK_NAME = ".lock"
 
 log = logging.getLogger(__name__)
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> Path:
+    """``model_dir`` as an absolute path, or a ModelDirError when it, or the folder it would be
+    created in, is a file: cheap enough to ask before any data is loaded."""
+    directory = Path(model_dir).absolute()
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        where = "is a file" if blocker == directory else f"is inside {blocker}, which is a file"
+        raise ModelDirError(f"--model-dir {directory} {where}; pass a directory for the run's checkpoints "
+                            "(it is created if missing)")
+    return directory
 
 
 class ModelDirLock:
@@ -29,10 +42,7 @@ class ModelDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        directory = self.path.parent.absolute()
-        if directory.exists() and not directory.is_dir():
-            raise ModelDirError(f"--model-dir {directory} is a file, not a directory; pass a directory for the "
-                                "run's checkpoints (it is created if missing)")
+        directory = check_model_dir(self.path.parent)
         try:
             directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from . import checkpoints
-from .errors import CheckpointError
 from .network import IMAGE_SIZE, NUM_CLASSES, ConvNet
 from .precision import autocast, resolve_precision
 
@@ -44,8 +43,7 @@ class Predictor:
         else:
             found = checkpoints.load_newest_good(self.model_dir)  # warns about damaged newer ones
         if found is None:
-            raise CheckpointError(
-                f"no checkpoint in {self.model_dir}; train first (cnn-mnist train --model-dir {self.model_dir})")
+            raise checkpoints.no_checkpoint_error(self.model_dir)
         path, state = found
         self.network = ConvNet().to(memory_format=torch.channels_last)
         key = "averaged_network" if "averaged_network" in state else "network"

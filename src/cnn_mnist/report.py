@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__, checkpoints
 from .atomic import prepare_output_dir
-from .errors import CheckpointError, CnnMnistError
+from .errors import CnnMnistError
 from .network import NUM_CLASSES
 from .progress import format_duration
 
@@ -131,7 +131,7 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
     # meanwhile cannot give them different weights; its state says what the Estimator does not.
     found = checkpoints.load_newest_good(model_dir)
     if found is None:
-        raise CheckpointError(f"no checkpoint in {model_dir}; train first (cnn-mnist train --model-dir {model_dir})")
+        raise checkpoints.no_checkpoint_error(model_dir)
     path, state = found
     test = load_mnist(data_dir).test
     classifier = Estimator(model_dir=model_dir)
@@ -357,7 +357,8 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     model_dir = Path(model_dir)
     # An empty directory, then the output: neither problem should cost a test-set evaluation.
     checkpoints.require_checkpoint(model_dir)
-    out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report")
+    out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report",
+                                 "--output" if out_dir is not None else "the default report folder")
     evaluation = evaluate_test_set(model_dir, data_dir)
     curves = read_training_curves(model_dir)
     confusion = confusion_matrix(evaluation.labels, evaluation.classes)

@@ -420,13 +420,18 @@ def listen_socket(host: str, port: int) -> socket.socket:
     ServeError in one line saying what is wrong and what to do."""
     if not 0 <= port <= 65535:
         raise ServeError(f"port {port} is out of range; choose 0-65535 (0 picks a free port)")
+    # IPv6 for an IPv6 literal, else IPv4 (a name such as localhost included), as uvicorn chooses.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as err:
         raise ServeError(f"cannot listen on --host {host!r}: unknown host ({getattr(err, 'strerror', None) or err}); "
                          "use an address of this machine, such as 127.0.0.1 (this machine only) or 0.0.0.0") from None
-    sock = socket.socket(family, kind, proto)
+    try:
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:  # e.g. IPv6 turned off in the kernel
+        raise ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
         sock.bind(address)
