@@ -438,9 +438,9 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, t
     (tmp_path / "notes.txt").write_text("a file")
     base = [command, "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
     inside_a_file = tmp_path / "notes.txt" / ("report" if command == "report" else "model.onnx")
-    one_line_error(capsys, [*base, "--output", str(inside_a_file)],
-                   f"--output {inside_a_file} is inside {tmp_path / 'notes.txt'}, which is a file" if command == "report"
-                   else f"--output {inside_a_file} cannot be written: {tmp_path / 'notes.txt'} is a file")
+    expected = (f"--output {inside_a_file} is inside {tmp_path / 'notes.txt'}, which is a file" if command == "report"
+                else f"--output {inside_a_file} cannot be written: {tmp_path / 'notes.txt'} is a file")
+    one_line_error(capsys, [*base, "--output", str(inside_a_file)], expected)
     if command == "export":
         one_line_error(capsys, [*base, "--output", str(tmp_path)], f"--output {tmp_path} is a directory")
     else:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .errors import OutputError
+
 T = TypeVar("T")
 
 
@@ -39,6 +41,14 @@ def file_in_the_way(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def why_not_a_folder(directory: Path) -> str | None:
+    """"is a file" or "is inside X, which is a file" when ``directory`` cannot be a folder, else None."""
+    blocker = file_in_the_way(directory)
+    if blocker is None:
+        return None
+    return "is a file" if blocker == directory else f"is inside {blocker}, which is a file"
+
+
 def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> Path:
     """Create ``directory`` (and its parents) and check that a file can be written in it, before
     any expensive work whose result would go there. Returns it as an absolute path.
@@ -46,13 +56,10 @@ def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> 
     Raises OutputError naming the path and the reason: it or a parent is a file, no permission,
     a read-only disk.
     """
-    from .errors import OutputError
-
     directory = Path(directory).expanduser().absolute()
-    blocker = file_in_the_way(directory)
-    if blocker is not None:
-        where = "is a file" if blocker == directory else f"is inside {blocker}, which is a file"
-        raise OutputError(f"{flag} {directory} {where}; give a folder that can be created")
+    reason = why_not_a_folder(directory)
+    if reason is not None:
+        raise OutputError(f"{flag} {directory} {reason}; give a folder that can be created")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):  # permissions, a read-only disk, quotas
@@ -65,8 +72,6 @@ def prepare_output_dir(directory: str | os.PathLike, flag: str = "--output") -> 
 def prepare_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
     """Like ``prepare_output_dir`` for the folder of a file about to be written; the file itself
     must not be a directory. Returns the file's absolute path."""
-    from .errors import OutputError
-
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a directory; give a file name, such as {path / 'model.onnx'}")

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from .atomic import file_in_the_way
+from .atomic import why_not_a_folder
 from .errors import ModelDirError, ModelDirLockedError
 
 LOCK_NAME = ".lock"
@@ -26,10 +26,9 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """``model_dir`` as an absolute path, or a ModelDirError when it, or the folder it would be
     created in, is a file: cheap enough to ask before any data is loaded."""
     directory = Path(model_dir).absolute()
-    blocker = file_in_the_way(directory)
-    if blocker is not None:
-        where = "is a file" if blocker == directory else f"is inside {blocker}, which is a file"
-        raise ModelDirError(f"--model-dir {directory} {where}; pass a directory for the run's checkpoints "
+    reason = why_not_a_folder(directory)
+    if reason is not None:
+        raise ModelDirError(f"--model-dir {directory} {reason}; pass a directory for the run's checkpoints "
                             "(it is created if missing)")
     return directory
 
