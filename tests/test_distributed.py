@@ -32,9 +32,12 @@ TWO_NODES = Path(__file__).resolve().parents[1] / "benchmarks" / "two_nodes.py"
 # rank 1 of the first attempt kills itself with SIGKILL right after that step.
 PROGRAM = """
 import atexit, os, pathlib, signal, sys
-# At exit, after the process group is gone: the threads still running (gloo's must not be).
-atexit.register(lambda: print("threads at exit:", sorted(open(f"/proc/self/task/{task}/comm").read().strip()
-                                                         for task in os.listdir("/proc/self/task")), file=sys.stderr))
+# At exit, after the process group is gone: the threads still running (gloo's must not be). One
+# os.write per line: the ranks share a stderr pipe, and a write under PIPE_BUF is never interleaved.
+def report_threads():
+    names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
+    os.write(2, f"threads at exit: {names}\\n".encode())
+atexit.register(report_threads)
 import cnn_mnist.datasets
 cnn_mnist.datasets.ensure_mnist = lambda data_dir, **kw: pathlib.Path(data_dir)
 die_at = int(os.environ.get("TEST_RANK1_DIES_AT_STEP", 0))
