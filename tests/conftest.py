@@ -73,12 +73,25 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    gpu_device = gpu_test_device()
+    if not gpu_device.startswith("cuda") or torch.cuda.is_available():
+        no_gpu = None
+    else:
+        build = "this torch is a CPU-only build" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        no_gpu = pytest.mark.skip(reason=f"needs a CUDA GPU: {build}")
+    slow = None if config.getoption("--run-slow") else pytest.mark.skip(reason="slow: run with --run-slow")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        # The markers themselves: item.keywords also holds parameter ids (a device named "gpu").
+        if slow and item.get_closest_marker("slow"):
+            item.add_marker(slow)
+        if no_gpu and item.get_closest_marker("gpu"):
+            item.add_marker(no_gpu)
+
+
+def gpu_test_device() -> str:
+    """Where the ``gpu`` tests run: CUDA, or the device CNN_MNIST_GPU_TEST_DEVICE names (``cpu``
+    runs them here, to check the tests themselves; the CUDA-only checks then skip)."""
+    return os.environ.get("CNN_MNIST_GPU_TEST_DEVICE", "cuda")
 
 
 @pytest.hookimpl(wrapper=True)

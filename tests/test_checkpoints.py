@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, retention, and loud refusal of anything that is not ours."""
 
+import contextlib
 import os
 import pickle
 
@@ -155,3 +156,30 @@ def test_damaged_checkpoint_bytes_end_in_the_packages_error_or_a_valid_state(tmp
     except CheckpointError:
         return
     assert state["global_step"] == 4 and torch.equal(state["network"]["w"], torch.arange(12.0))
+
+
+@contextlib.contextmanager
+def saved_as_if_on(location: str):
+    """torch.save records each tensor's device; this makes it record ``location`` (e.g. cuda:0), so
+    a CPU-only machine can write the file a GPU run would have written."""
+    torch.serialization.register_package(-1, lambda storage: location, lambda storage, where: None)
+    try:
+        yield
+    finally:
+        del torch.serialization._package_registry[0]  # ours: the registry is kept sorted by priority
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_checkpoint_saved_from_a_gpu_loads_on_a_cpu_only_machine(tmp_path):
+    network = ConvNet(generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "model.ckpt-3.pt"
+    contents = {**state(3, network), "format": checkpoints.FORMAT}
+    with saved_as_if_on("cuda:0"):
+        torch.save({**contents, "sha256": checkpoints.content_digest(contents)}, path)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what a plain torch.load says about such a file here
+        torch.load(path, weights_only=True)
+    loaded = checkpoints.load_checkpoint(path)  # map_location="cpu"
+    restored = ConvNet()
+    checkpoints.restore_network(restored, loaded, path)
+    for ours, theirs in zip(restored.state_dict().values(), network.state_dict().values(), strict=True):
+        assert ours.device.type == "cpu" and torch.equal(ours, theirs)

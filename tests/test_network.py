@@ -158,21 +158,3 @@ def test_the_pooling_kernel_changes_no_value_and_no_gradient_of_a_training_step(
     without_kernel = one_step()
     for ours, theirs in zip(with_kernel, without_kernel, strict=True):
         assert torch.equal(ours, theirs)
-
-
-@pytest.mark.parametrize("bf16", [False, True])
-def test_inference_runs_large_batches_in_slices_with_the_same_results(bf16, monkeypatch):
-    from cnn_mnist import network
-
-    net = ConvNet(generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last).eval()
-    images = torch.rand(10, 784, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        whole = net(images)
-        monkeypatch.setattr(network, "INFERENCE_SLICE_BYTES", 3 * 32 * 28 * 28 * (2 if bf16 else 4))
-        assert net._inference_slice_size(images) == 3  # at most 3: four slices, of 3, 3, 2 and 2
-        sliced = net(images)
-    assert sliced.shape == whole.shape == (10, 10)
-    # oneDNN may pick another kernel for a small slice: the last bits of fp32 rounding, no more
-    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
-    net.train()
-    assert net._inference_slice_size(images) == 10  # a training batch is never split

@@ -5,7 +5,8 @@ All five become one sampling grid (an affine map, plus a smooth random displacem
 the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.25 ms here
 (0.4 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``).
 The random numbers come from a generator the caller seeds per batch, so an augmented run
-resumes bit for bit like an unaugmented one.
+resumes bit for bit like an unaugmented one. Everything runs on the batch's device (the
+generator's must match), so on a GPU augmentation adds kernels, not host work.
 """
 
 from __future__ import annotations
@@ -57,30 +58,31 @@ def affine_grid(theta: torch.Tensor) -> torch.Tensor:
     One (2N x 3) by (3 x 784) matrix product: 0.08 ms for a batch of 128 here, where
     ``F.affine_grid``'s batched product with its 3-wide matrices cost 0.5 ms.
     """
-    return (theta.reshape(-1, 3) @ _pixels(theta.dtype)).reshape(len(theta), 2, SIZE, SIZE)
+    return (theta.reshape(-1, 3) @ _pixels(theta.dtype, theta.device)).reshape(len(theta), 2, SIZE, SIZE)
 
 
 @functools.cache
-def _pixels(dtype: torch.dtype) -> torch.Tensor:
-    """(3, 784): x, y and 1 for every pixel centre, in [-1, 1] (built once: 5% of a batch's work)."""
+def _pixels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(3, 784): x, y and 1 for every pixel centre, in [-1, 1] (built once per device: 5% of a batch's work)."""
     centres = torch.linspace(-1.0, 1.0, SIZE, dtype=dtype) * ((SIZE - 1) / SIZE)
     x, y = centres.expand(SIZE, SIZE), centres[:, None].expand(SIZE, SIZE)
-    return torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(SIZE * SIZE, dtype=dtype)])
+    return torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(SIZE * SIZE, dtype=dtype)]).to(device)
 
 
 def smooth_upsample(coarse: torch.Tensor) -> torch.Tensor:
     """(..., 7, 7) -> (..., 28, 28): ``F.interpolate(mode="bicubic")``, which is separable, as two
     products with the 28x7 matrix that resizes each unit vector: 0.09 ms for 128 two-channel
     fields here against 0.6 ms for ``F.interpolate``."""
-    resize = _bicubic_resize(coarse.dtype)
+    resize = _bicubic_resize(coarse.dtype, coarse.device)
     return resize.T @ coarse @ resize
 
 
 @functools.cache
-def _bicubic_resize(dtype: torch.dtype) -> torch.Tensor:
-    """(7, 28): row i is unit vector i resized bicubically to 28 (built once)."""
+def _bicubic_resize(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(7, 28): row i is unit vector i resized bicubically to 28 (built once per device, on the CPU)."""
     unit = torch.eye(ELASTIC_GRID, dtype=dtype).reshape(ELASTIC_GRID, 1, 1, ELASTIC_GRID)
-    return F.interpolate(unit, size=(1, SIZE), mode="bicubic", align_corners=False).reshape(ELASTIC_GRID, SIZE)
+    resize = F.interpolate(unit, size=(1, SIZE), mode="bicubic", align_corners=False).reshape(ELASTIC_GRID, SIZE)
+    return resize.to(device)
 
 
 def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
@@ -88,7 +90,7 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
     n = len(images)
     x = images.reshape(n, 1, SIZE, SIZE)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    u = torch.rand(n, 5, generator=generator).mul_(2).sub_(1)  # uniform in [-1, 1]
+    u = torch.rand(n, 5, generator=generator, device=x.device).mul_(2).sub_(1)  # uniform in [-1, 1]
     angle = math.radians(augmentation.rotation) * u[:, 0]
     scale = 1.0 + augmentation.scale * u[:, 1]
     shear = math.tan(math.radians(augmentation.shear)) * u[:, 2]
@@ -100,7 +102,7 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
                          torch.stack([sin, sin * shear + cos, shift[:, 1]], 1)], 1)
     grid = affine_grid(theta)
     if augmentation.elastic:
-        coarse = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator)
+        coarse = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator, device=x.device)
         grid.add_(smooth_upsample(coarse), alpha=augmentation.elastic * 2.0 / SIZE)
     grid = grid.permute(0, 2, 3, 1)  # (N, 28, 28, 2), as grid_sample wants it; a view, no copy
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
+from .devices import DEVICE_CHOICES, DEVICE_PATTERN
 from .errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
 from .lock import check_model_dir
 from .precision import PRECISIONS
@@ -95,11 +96,11 @@ def train(args) -> None:
         overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     config = preset(args.preset).with_overrides(**overrides)
     check_model_dir(args.model_dir)  # before MNIST is loaded (or downloaded)
-    with distributed.process_group():  # under torchrun: join the other processes; otherwise nothing
+    # under torchrun: join the other processes (NCCL on GPUs, gloo on CPUs); otherwise nothing
+    with distributed.process_group(config.run.device):
         chief = distributed.is_chief()
         if not chief:
             logging.getLogger().setLevel(logging.WARNING)  # one log for the whole run: rank 0's
-        log.info("Watch training in TensorBoard: tensorboard --logdir %s", args.model_dir)
         results = train_and_evaluate(config, args.model_dir, args.data_dir, preset=args.preset,
                                      progress=chief and not args.quiet)
         if chief:
@@ -107,11 +108,14 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
+    from .config import RunConfig
     from .datasets import load_mnist
+    from .devices import inference_batch_size
     from .estimator import Estimator
-    from .experiment import EVAL_BATCH_SIZE, read_run_config
+    from .experiment import read_run_config
     from .inputs import numpy_input_fn
 
+    _check_device(args.device)
     for model_dir in args.model_dir:
         _require_model_dir(model_dir, args.model_dir_is_default)
         trained = read_run_config(model_dir)
@@ -122,38 +126,40 @@ def evaluate(args) -> None:
     if len(args.model_dir) > 1:
         from .ensemble import Ensemble
 
-        results = Ensemble(args.model_dir).evaluate(split.images, split.labels)
+        results = Ensemble(args.model_dir, device=args.device).evaluate(split.images, split.labels)
         for member in results["members"]:
             log.info("member %s (global step %d): accuracy = %.4f, loss = %.4f", member["model_dir"],
                      member["global_step"], member["accuracy"], member["loss"])
         print_result(results, args.json)
         return
-    classifier = Estimator(model_dir=args.model_dir[0])
-    input_fn = numpy_input_fn(split.images, split.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
+    classifier = Estimator(model_dir=args.model_dir[0], config=RunConfig(device=args.device))
+    log.info("Evaluating on %s", classifier.describe())
+    input_fn = numpy_input_fn(split.images, split.labels, batch_size=inference_batch_size(classifier.device),
+                              num_epochs=1, shuffle=False)
     results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split,
                                   progress=not args.quiet)
     print_result(results, args.json)
 
 
 def predict(args) -> int:
-    from .experiment import EVAL_BATCH_SIZE
     from .predictor import Predictor
 
+    _check_device(args.device)
     for model_dir in args.model_dir:
         _require_model_dir(model_dir, args.model_dir_is_default)
     inputs = _read_predict_inputs(args.inputs, args.data_dir)
     if len(args.model_dir) > 1:
         from .ensemble import Ensemble
 
-        predictor = Ensemble(args.model_dir)
+        predictor = Ensemble(args.model_dir, device=args.device)
         model = {"checkpoints": [str(member.checkpoint_path.absolute()) for member in predictor.members],
                  "global_steps": predictor.global_steps}
     else:
-        predictor = Predictor(args.model_dir[0])
+        predictor = Predictor(args.model_dir[0], device=args.device)
         model = {"checkpoint": str(predictor.checkpoint_path.absolute()), "global_step": predictor.global_step}
     readable = [item for item in inputs if item.pixels is not None]
-    for start in range(0, len(readable), EVAL_BATCH_SIZE):
-        batch = readable[start:start + EVAL_BATCH_SIZE]
+    for start in range(0, len(readable), PREDICT_BATCH_SIZE):
+        batch = readable[start:start + PREDICT_BATCH_SIZE]
         prediction = predictor.predict(np.stack([item.pixels for item in batch]))
         for item, digit, probabilities in zip(batch, prediction.classes.tolist(),
                                               prediction.probabilities.tolist(), strict=True):
@@ -169,6 +175,9 @@ def predict(args) -> int:
     elif any("error" not in row for row in rows):  # errors went to stderr; no table of nothing
         print(format_predictions(rows))
     return EXIT_ERROR if any("error" in row for row in rows) else 0
+
+
+PREDICT_BATCH_SIZE = 10_000  # inputs per network call (the CPU slices it to its caches itself)
 
 
 def format_predictions(rows: list[dict]) -> str:
@@ -217,16 +226,18 @@ def _save_prepared(directory: str, inputs: list[_PredictInput]) -> None:
 def export(args) -> None:
     from .export import export_model
 
+    _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
-    result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir)
+    result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir, device=args.device)
     print_result(result.to_dict(), args.json, str(result) if result.parity is None else f"{result}\n{result.parity}")
 
 
 def report(args) -> None:
     from .report import write_report
 
+    _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
-    path = write_report(args.model_dir, args.output, data_dir=args.data_dir)
+    path = write_report(args.model_dir, args.output, data_dir=args.data_dir, device=args.device)
     print_result({"report": str(path)}, args.json, f"Report written to {path}")
 
 
@@ -237,15 +248,23 @@ def serve(args) -> None:
         if err.name and err.name.split(".")[0] in SERVE_MODULES:
             raise CnnMnistError(f"serve needs {err.name}, which is not installed; {install_hint('serve')}") from None
         raise
+    _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
     try:
         serve_model(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                    log_level="warning" if args.quiet else "info")
+                    log_level="warning" if args.quiet else "info", device=args.device)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it stopped on: the normal way to stop serving
         log.info("Stopped serving")
 
 
 SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "multipart", "python_multipart")
+
+
+def _check_device(name: str) -> None:
+    """A device this machine lacks is the first error, before any file is read."""
+    from .devices import resolve_device
+
+    resolve_device(name)
 
 
 def _require_model_dir(model_dir: str, is_default: bool = False) -> None:
@@ -336,7 +355,7 @@ TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer
                "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
-               "keep_checkpoint_max", "precision")
+               "keep_checkpoint_max", "precision", "device", "deterministic")
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -399,6 +418,12 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def device_name(text: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be {DEVICE_CHOICES}, got {text!r}")
+    return text
+
+
 def port_number(text: str) -> int:
     value = _number(text, int)
     if not 0 <= value <= 65535:
@@ -445,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     def data_dir(sub):
         sub.add_argument("--data-dir", type=directory, metavar="DIR",
                          help="where MNIST is cached (default: $CNN_MNIST_DATA, else ~/.cache/cnn_mnist)")
+
+    def device(sub):
+        sub.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
+                         help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps (default: auto)")
 
     def model_dir(sub, several=False):
         where = f"default: {DEFAULT_MODEL_DIR}, relative to the current folder"
@@ -508,8 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_flag("--save-checkpoints-secs", "seconds between checkpoints", type=positive_float, metavar="S")
     train_flag("--save-checkpoints-steps", "steps between checkpoints; replaces --save-checkpoints-secs",
                type=positive_int, metavar="N")
-    train_flag("--precision", "fp32, bf16 (autocast) or auto (bf16 where the CPU runs it natively)",
-               choices=PRECISIONS)
+    train_flag("--device", "auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps; torchrun "
+               "gives each process its own GPU", type=device_name, metavar="DEVICE")
+    train_flag("--precision", "fp32; bf16 or fp16 autocast (fp16 with a gradient scaler); auto: bf16 where the "
+               "CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32", choices=PRECISIONS)
+    train_flag("--deterministic", "use torch's deterministic algorithms: on a GPU, the same seed then gives the "
+               "same weights, and kill-and-resume the uninterrupted run's (CPU runs are deterministic anyway)",
+               action="store_true", default=None)
     train_flag("--keep-checkpoint-max", "how many of the newest checkpoints to keep", type=positive_int, metavar="N")
     sub.add_argument("--train-on-all", action="store_true",
                      help="train on all 60,000 training images instead of 55,000 (no validation split)")
@@ -518,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_dir(sub, several=True)
     data_dir(sub)
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
+    device(sub)
 
     sub = command("predict", predict, "classes and probabilities for image files, test-set images or .npy files",
                   "print JSON: the checkpoint, its global step, and per input its class and probabilities")
@@ -532,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "on dark), a test-set index (0-9999), or a .npy file of 784 pixels or 28x28 images")
     sub.add_argument("--save-prepared", type=directory, metavar="DIR",
                      help="write the 28x28 image the network saw for each image file to DIR/<name>.png")
+    device(sub)
 
     sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "
                   "per-class scores, the most confident mistakes, calibration and first-layer filters",
@@ -541,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", type=directory, metavar="DIR",
                      help="folder for report.html, its PNGs and metrics.json (default: <model-dir>/report)")
     sub.add_argument("--out", type=directory, dest="output", help=argparse.SUPPRESS)  # the old name
+    device(sub)
 
     sub = command("export", export, "write the newest checkpoint as ONNX (checked against PyTorch in onnxruntime) "
                   "or safetensors", "print what was written as JSON")
@@ -551,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "safetensors: the weights alone (default: from --output's suffix, else onnx)")
     sub.add_argument("-o", "--output", type=directory, metavar="PATH",
                      help="file to write (default: <model-dir>/export/model.onnx or model.safetensors)")
+    device(sub)
 
     sub = command("serve", serve, "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /",
                   json_help=None)
@@ -561,4 +599,5 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: 8000)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N",
                      help="refuse request bodies over N bytes with 413 (default: 4194304)")
+    device(sub)
     return parser

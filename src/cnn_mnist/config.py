@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .augment import Augmentation
+from .devices import check_device_name
 from .errors import ConfigError
 from .precision import PRECISIONS
 
@@ -80,7 +81,14 @@ class RunConfig:
     save_summary_steps: int = 100
     """Write TensorBoard scalars every this many steps."""
     precision: str = "fp32"
-    """fp32; bf16 (autocast: convolutions and dense layers in bfloat16); auto (bf16 where the CPU has it natively)."""
+    """fp32; bf16 or fp16 (autocast: convolutions and dense layers in 16 bits; fp16 with a gradient
+    scaler); auto: bf16 where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
+    device: str = "auto"
+    """Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
+    deterministic: bool = False
+    """Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then
+    gives the same weights run after run, and a resumed run the uninterrupted one's. CPU runs are
+    deterministic either way."""
 
     def __post_init__(self):
         if self.save_checkpoints_steps is not None:
@@ -91,6 +99,7 @@ class RunConfig:
             raise ConfigError("save_checkpoints_secs must be positive (or set save_checkpoints_steps)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_device_name(self.device)
         for name in ("keep_checkpoint_max", "log_step_count_steps", "save_summary_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

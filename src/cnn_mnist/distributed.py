@@ -44,9 +44,10 @@ def launched_by_torchrun() -> bool:
 
 
 @contextlib.contextmanager
-def process_group(timeout_s: float = TIMEOUT_S) -> Iterator[None]:
-    """Join the other processes of a torchrun job for the block's duration: NCCL where CUDA is
-    available (each process on GPU LOCAL_RANK), gloo on CPUs. Outside torchrun, nothing."""
+def process_group(device: str = "auto", timeout_s: float = TIMEOUT_S) -> Iterator[None]:
+    """Join the other processes of a torchrun job for the block's duration: NCCL when ``device``
+    (as ``RunConfig.device`` names it) is a GPU, each process on GPU LOCAL_RANK; gloo on CPUs.
+    Outside torchrun, nothing."""
     if not launched_by_torchrun() or is_distributed():
         yield
         return
@@ -58,7 +59,8 @@ def process_group(timeout_s: float = TIMEOUT_S) -> Iterator[None]:
     # import is one that training pays anyway.
     import torch._dynamo  # noqa: F401
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if on_gpu else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     options = {"timeout": timedelta(seconds=timeout_s)}  # otherwise env://, from the variables above
@@ -112,10 +114,15 @@ def local_rank() -> int:
 
 
 def device() -> torch.device:
-    """Where this process computes: its GPU in an NCCL run, else the CPU (as in one process)."""
+    """Where this process's collectives run: its GPU in an NCCL run, else the CPU."""
+    return gpu_of_this_process() or torch.device("cpu")
+
+
+def gpu_of_this_process() -> torch.device | None:
+    """In an NCCL run, this process's GPU (LOCAL_RANK's): it trains there, whatever else was asked."""
     if is_distributed() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return None
 
 
 def shard(count: int) -> slice:

@@ -24,13 +24,13 @@ BATCH_SIZE = 1000
 class Ensemble:
     """``Ensemble([dir_a, dir_b, dir_c]).predict(pixels)``: the members' mean probabilities."""
 
-    def __init__(self, model_dirs: Sequence[str | os.PathLike], precision: str = "fp32"):
+    def __init__(self, model_dirs: Sequence[str | os.PathLike], precision: str = "fp32", device: str = "auto"):
         if not model_dirs:
             raise ConfigError("an ensemble needs at least one model directory")
         resolved = [Path(d).resolve() for d in model_dirs]
         if len(set(resolved)) != len(resolved):
             raise ConfigError("the same model directory is named twice; an ensemble's members must differ")
-        self.members = [Predictor(model_dir, precision=precision) for model_dir in model_dirs]
+        self.members = [Predictor(model_dir, precision=precision, device=device) for model_dir in model_dirs]
 
     @property
     def global_steps(self) -> list[int]:

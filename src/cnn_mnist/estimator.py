@@ -1,6 +1,11 @@
 """The Estimator: a model bound to a model directory, which every train, evaluate and predict
 restores from and train saves into, as ``tf.estimator.Estimator`` did.
 
+It computes on the device ``RunConfig.device`` names (by default a GPU where there is one): the
+network, the optimizer's state and the weight average live there, and so do the arrays of an
+input function's stream (see ``inputs``). Checkpoints hold CPU tensors, so a model trained on one
+device evaluates, predicts and resumes on any other.
+
 Under torchrun (see ``distributed``) the same calls train data-parallel: every process draws the
 same global batch and trains on its part, gradients are summed over processes, and rank 0 alone
 touches the model directory. Call train, evaluate and predict on every process.
@@ -22,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, distributed
-from .allocator import retain_freed_memory
+from . import checkpoints, devices, distributed
 from .config import ModelParams, RunConfig
 from .errors import ConfigError, NanLossError, TrainingInterrupted
 from .hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun)
@@ -31,7 +35,7 @@ from .inputs import ArrayStream
 from .lock import ModelDirLock
 from .model import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from .network import ConvNet
-from .precision import autocast, resolve_precision
+from .precision import DESCRIPTIONS, autocast, gradient_scaler, resolve_precision
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,17 @@ class Estimator:
         self.params = params or ModelParams()
         self.config = config or RunConfig()
         self.global_step = 0
-        self.precision = resolve_precision(self.config.precision)
-        self.device = distributed.device()  # the CPU, except in an NCCL (GPU) run
+        # In an NCCL torchrun, this process's GPU; else the device the config names (a clear
+        # error if the machine has none such).
+        self.device = distributed.gpu_of_this_process() or devices.resolve_device(self.config.device)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        if self.precision == "fp32":
+            devices.use_exact_fp32(self.device)
         self._initialize()
+
+    def describe(self) -> str:
+        """Where and how this Estimator computes: ``cuda:0 (NVIDIA H200), bf16 autocast``."""
+        return f"{devices.describe(self.device)}, {DESCRIPTIONS[self.precision]}"
 
     # -- train ---------------------------------------------------------------------------------
 
@@ -69,8 +81,10 @@ class Estimator:
         for name, value in (("steps", steps), ("max_steps", max_steps)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
-        retain_freed_memory()  # 5-20% of a step otherwise goes to page faults (see allocator)
+        log.info("Training on %s", self.describe())
+        log.info("Watch training in TensorBoard: tensorboard --logdir %s", self.model_dir)
         with contextlib.ExitStack() as held:
+            held.enter_context(devices.training_settings(self.device, self.config.deterministic))
             def open_model_dir() -> dict | None:  # rank 0 alone: the others may not even see the directory
                 held.enter_context(ModelDirLock(self.model_dir))
                 checkpoints.remove_stale_temporaries(self.model_dir)
@@ -82,7 +96,7 @@ class Estimator:
                 log.info("Already at global step %d, at or past max_steps %d: nothing to train.",
                          self.global_step, target)
                 return self
-            stream = input_fn()
+            stream = _on_device(input_fn(), self.device)
             if saved is not None and isinstance(stream, ArrayStream) and "input" in saved:
                 if not stream.load_state_dict(saved["input"]):
                     log.warning("the input differs from the checkpoint's (size or seed): its data order starts anew")
@@ -131,22 +145,10 @@ class Estimator:
                         raise ConfigError(f"a batch of {len(images)} examples cannot be shared among "
                                           f"{world_size} processes")
                     share = (part.stop - part.start) / len(images)
-                    images, labels = images[part].to(self.device), labels[part].to(self.device)
-                    with autocast(self.precision):
-                        spec = self._model(self.network, images, labels, Mode.TRAIN)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if world_size == 1:
-                        spec.loss.backward()
-                        loss = spec.loss
-                    else:
-                        # Each rank's mean loss weighted by its share of the batch, gradients added
-                        # over ranks: the global batch's mean gradient, as one process would compute
-                        # it, so the learning rate means what it means there. sync: one all-reduce.
-                        (spec.loss * share).backward()
-                        loss = distributed.sum_gradients(self.network.parameters(), spec.loss.detach() * share)
-                    self.optimizer.step()
-                    if self.averaged is not None:
-                        self._update_average()
+                    # Already there for an ArrayStream (moved once); a user's input may yield CPU tensors.
+                    images = images[part].to(self.device, non_blocking=True)
+                    labels = labels[part].to(self.device, non_blocking=True)
+                    spec, loss = self._train_step(images, labels, share)
                     self.global_step = run.global_step = run.global_step + 1
                     # The loss is the global batch's; predictions, images and labels this rank's part.
                     run.loss, run.predictions, run.images, run.labels = loss, spec.predictions, images, labels
@@ -160,6 +162,32 @@ class Estimator:
         if ctrl_c.pressed:
             log.warning("Interrupted at global step %d; checkpoint saved.", run.global_step)
             raise TrainingInterrupted(run.global_step, saved=True)
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor,
+                    share: float) -> tuple[EstimatorSpec, torch.Tensor]:
+        """Forward, backward and update on this process's part of a batch; returns the spec and
+        the whole batch's loss (a device tensor: nothing here waits for the device)."""
+        with autocast(self.precision, self.device.type):
+            spec = self._model(self.network, images, labels, Mode.TRAIN)
+        self.optimizer.zero_grad(set_to_none=True)
+        # In a distributed run, each rank's mean loss weighted by its share of the batch, gradients
+        # added over ranks: the global batch's mean gradient, as one process would compute it, so
+        # the learning rate means what it means there.
+        weighted = spec.loss * share if distributed.world_size() > 1 else spec.loss
+        # fp16 scales the loss so small gradients survive; the fused optimizers unscale it, and
+        # skip a step whose gradients overflowed, on the device.
+        (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
+        loss = spec.loss
+        if distributed.world_size() > 1:
+            loss = distributed.sum_gradients(self.network.parameters(), spec.loss.detach() * share)  # sync: all-reduce
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.averaged is not None:
+            self._update_average()
+        return spec, loss
 
     # -- evaluate and predict -------------------------------------------------------------------
 
@@ -187,17 +215,17 @@ class Estimator:
         """Accuracy and mean loss of the network as it is now (no restore); in a distributed run,
         a collective (each rank takes its part of every batch; the sums are added over ranks)."""
         seen, count, loss_sum, metric_sums = 0, 0, torch.zeros((), dtype=torch.float64, device=self.device), {}
-        stream = input_fn()
+        stream = _on_device(input_fn(), self.device)
         total = len(stream) * stream.num_epochs if isinstance(stream, ArrayStream) and stream.num_epochs else None
         show = progress and distributed.is_chief()
-        with (torch.inference_mode(), autocast(self.precision),
+        with (torch.inference_mode(), autocast(self.precision, self.device.type),
               Progress("evaluate", total, unit="image") if show else contextlib.nullcontext() as bar):
             for images, labels in stream:
                 if labels is None:
                     raise ConfigError("evaluate needs labels; this input function yields images only")
                 seen += len(labels)
                 part = distributed.shard(len(labels))
-                images, labels = images[part].to(self.device), labels[part].to(self.device)
+                images, labels = images[part].to(self.device), labels[part].to(self.device)  # there already, mostly
                 if len(labels) == 0:  # a batch smaller than the number of processes
                     continue
                 spec = self._model(self.evaluation_network, images, labels, Mode.EVAL)
@@ -235,11 +263,11 @@ class Estimator:
         return self._predictions(input_fn)
 
     def _predictions(self, input_fn) -> Iterator[dict]:
-        for batch in input_fn():
+        for batch in _on_device(input_fn(), self.device):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            with torch.inference_mode(), autocast(self.precision):
+            with torch.inference_mode(), autocast(self.precision, self.device.type):
                 spec = self._model(self.evaluation_network, images.to(self.device), None, Mode.PREDICT)
-            classes = spec.predictions["classes"].cpu().numpy()
+            classes = spec.predictions["classes"].cpu().numpy()  # sync: one per batch
             probabilities = spec.predictions["probabilities"].cpu().numpy()
             for i in range(len(classes)):
                 yield {"classes": int(classes[i]), "probabilities": probabilities[i]}
@@ -277,6 +305,7 @@ class Estimator:
         # conversions; with pooling before ReLU it makes a training step ~1.35x faster here.
         self.network = network.to(self.device, memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.network.parameters(), self.params)
+        self.scaler = gradient_scaler(self.precision, self.device)
         self.averaged = None
         if self.params.ema_decay:
             self._start_average()
@@ -332,8 +361,15 @@ class Estimator:
             self.optimizer = build_optimizer(self.network.parameters(), self.params)
             log.warning("%s was trained with another optimizer; %s starts with fresh state", path.name,
                         self.params.optimizer)
+        if self.scaler is not None:
+            if "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+            else:
+                self.scaler = gradient_scaler(self.precision, self.device)
         if "rng" in state:
             torch.set_rng_state(state["rng"]["torch"])
+            if self.device.type == "cuda" and "cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)  # dropout's stream there
         if distributed.rank() > 0:
             # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
             # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
@@ -353,7 +389,8 @@ class Estimator:
             "network": self.network.state_dict(),
             **({"averaged_network": self.averaged.state_dict()} if self.averaged is not None else {}),
             "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            "rng": {"torch": torch.get_rng_state(), **self._device_rng_state()},
             "params": asdict(self.params),
             # Training wall time over every run that led here (resumes add up), for the report.
             "training_seconds": self.training_seconds + time.perf_counter() - self._run_started,
@@ -362,6 +399,12 @@ class Estimator:
             state["input"] = stream.state_dict()
         return checkpoints.save_checkpoint(self.model_dir, state, self.config.keep_checkpoint_max)
 
+    def _device_rng_state(self) -> dict:
+        """The GPU's random stream (dropout draws from it there), restored only on a CUDA device."""
+        if self.device.type != "cuda":
+            return {}
+        return {"cuda": torch.cuda.get_rng_state(self.device)}
+
     def _write_eval_summaries(self, results: dict, name: str | None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: ~1 s, so only here
 
@@ -369,6 +412,11 @@ class Estimator:
             for key, value in results.items():
                 if key != "global_step":
                     writer.add_scalar(key, value, self.global_step)
+
+
+def _on_device(stream, device: torch.device):
+    """An ArrayStream moved to ``device`` once (its arrays stay resident there); any other input as it is."""
+    return stream.to(device) if isinstance(stream, ArrayStream) else stream
 
 
 def _end_hooks(hooks: list[Hook], run: TrainingRun, raise_errors: bool) -> None:

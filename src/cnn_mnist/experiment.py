@@ -15,6 +15,7 @@ from . import __version__, distributed
 from .atomic import write_atomically
 from .config import TrainConfig
 from .datasets import load_mnist
+from .devices import inference_batch_size
 from .errors import ConfigError
 from .estimator import Estimator
 from .hooks import Hook, ProbabilitiesLogHook, ProgressHook, ValidationHook
@@ -23,7 +24,6 @@ from .inputs import numpy_input_fn
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-EVAL_BATCH_SIZE = 1000  # any size gives the same figures; 1000 keeps evaluation quick
 
 
 def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
@@ -43,8 +43,10 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
                           f"{' or '.join(map(str, nearest))}")
     if processes > 1:
         log.info("Global batch %d: %d images per process", config.batch_size, config.batch_size // processes)
-    mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
+    # The Estimator first: a device the machine lacks is an error before MNIST is read.
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
+    eval_batch_size = inference_batch_size(classifier.device)  # any size gives the same figures
+    mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
                                     num_epochs=None, shuffle=True, seed=config.run.seed,
                                     augmentation=config.augment)
@@ -55,10 +57,10 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
         hooks.append(ProbabilitiesLogHook(config.log_probabilities_every))
     if config.eval_every:
         hooks.append(ValidationHook(config.eval_every, numpy_input_fn(
-            mnist.validation.images, mnist.validation.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1,
+            mnist.validation.images, mnist.validation.labels, batch_size=eval_batch_size, num_epochs=1,
             shuffle=False)))
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
-    eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=EVAL_BATCH_SIZE,
+    eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=eval_batch_size,
                                    num_epochs=1, shuffle=False)
     return classifier.evaluate(eval_input_fn, progress=progress)
 

@@ -84,12 +84,14 @@ def default_output_path(model_dir: str | os.PathLike, fmt: str) -> Path:
 
 def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: str | os.PathLike | None = None, *,
                  data_dir: str | os.PathLike | None = None, parity_images: int = PARITY_IMAGES,
-                 checkpoint_path: str | os.PathLike | None = None) -> ExportResult:
+                 checkpoint_path: str | os.PathLike | None = None, device: str = "auto") -> ExportResult:
     """Export the newest checkpoint of ``model_dir`` (its weight average where it has one).
 
     ``fmt`` is "onnx" or "safetensors"; None takes it from ``output``'s suffix, else ONNX. The
     output's folder is checked before any work. ONNX also loads MNIST's test set from ``data_dir``
     for the parity check on its first ``parity_images`` images; nothing is written unless it holds.
+    The files are the same whatever the device: the graph is traced from a CPU copy of the weights;
+    ``device`` is where PyTorch computes the parity check's reference answers.
     """
     fmt = resolve_format(fmt, output)
     if fmt == "onnx":
@@ -99,7 +101,7 @@ def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: s
     path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt),
                                "--output" if output is not None else "the default export file")
     started = time.perf_counter()
-    predictor = Predictor(model_dir, checkpoint_path)
+    predictor = Predictor(model_dir, checkpoint_path, device=device)
     parity = None
     if fmt == "onnx":
         from .datasets import load_mnist
@@ -258,7 +260,8 @@ def export_safetensors(predictor: Predictor, path: str | os.PathLike) -> None:
     from safetensors.torch import load_file, save_file
 
     # Predictor keeps the conv kernels channels-last; safetensors stores contiguous tensors only.
-    tensors = {name: value.detach().float().contiguous() for name, value in predictor.network.state_dict().items()}
+    tensors = {name: value.detach().float().cpu().contiguous()
+               for name, value in predictor.network.state_dict().items()}
 
     def write_and_check(temp: Path) -> None:
         save_file(tensors, temp, metadata=export_metadata(predictor))

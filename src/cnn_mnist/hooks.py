@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import distributed
+from . import devices, distributed
 from .errors import NanLossError
 from .network import as_image_batch
 from .progress import Progress
@@ -202,7 +202,7 @@ class SummaryHook(Hook):
 def filter_grid(weight: torch.Tensor, columns: int = 8, scale: int = 6, gap: int = 2) -> torch.Tensor:
     """First-layer filters (N, 1, k, k) as one (1, H, W) grey image: each filter enlarged ``scale``
     times so TensorBoard shows it at a readable size, 0 as mid-grey, one shared scale for all."""
-    kernels = weight.detach().float()[:, 0]
+    kernels = weight.detach().float().cpu()[:, 0]  # one copy from a GPU, not one per filter
     kernels = 0.5 + 0.5 * kernels / kernels.abs().max().clamp_min(1e-12)
     kernels = kernels.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     count, size = kernels.shape[0], kernels.shape[1]
@@ -286,6 +286,7 @@ class ValidationHook(Hook):
             self._writer.close()
 
     def _evaluate(self, run):
+        devices.synchronize(run.device)  # sync: on a GPU the steps queued so far count as training time
         began = time.perf_counter()
         training_s = began - self._started - self._evaluating_s
         results = run.evaluate(self.input_fn)

@@ -9,15 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fast_linear, native
-from .pool_relu import max_pool_relu
+from . import kernels
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 NUM_PARAMETERS = 3_274_634  # 832 + 51,264 + 3,212,288 + 10,250
-# Inference runs large batches in slices whose first-layer output is about this size: it then
-# stays in the L3 cache (32 MB on the reference machine; 12.5 MB slices were fastest there).
-INFERENCE_SLICE_BYTES = 12_500_000
 
 
 class ConvNet(nn.Module):
@@ -45,38 +41,24 @@ class ConvNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = as_image_batch(images)  # (N, 1, 28, 28) float
-        # Inference on the CPU in slices that fit in the caches (see _inference_slice_size); never
-        # while tracing or exporting, where a branch on the batch size would fix it in the graph.
-        if not self.training and x.device.type == "cpu" and native.eager():
-            size = self._inference_slice_size(x)
-            if len(x) > size:  # equal slices, not a short last one (oneDNN may round a tiny one apart)
-                return torch.cat([self._layers(part) for part in torch.tensor_split(x, -(-len(x) // size))])
+        # A large inference batch on the CPU runs in cache-sized slices (see kernels); else whole.
+        slices = kernels.inference_slices(x, self.training)
+        if slices > 1:  # equal slices, not a short last one (oneDNN may round a tiny one apart)
+            return torch.cat([self._layers(part) for part in torch.tensor_split(x, slices)])
         return self._layers(x)
-
-    def _inference_slice_size(self, x: torch.Tensor) -> int:
-        """At most how many images to run through the layers at a time in inference: slices
-        whose first-layer output (25,088 values an image) fits in the CPU's caches. At 1,000
-        images that output is 100 MB in fp32 and each layer runs at memory speed: 10,000 ->
-        17,000 images/s here in fp32, with the same results (no image's depend on another's;
-        only a slice of a few images may round its last bit differently, where oneDNN picks
-        another kernel for it)."""
-        if self.training:
-            return len(x)  # a training batch is one batch: its gradient is one product
-        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        return max(1, INFERENCE_SLICE_BYTES // (32 * IMAGE_SIZE * IMAGE_SIZE * (2 if bf16 else 4)))
 
     def _layers(self, x: torch.Tensor) -> torch.Tensor:
         # relu(pool(x)) gives the same values and gradients as pool(relu(x)) (max and ReLU
         # commute) on a quarter of the elements, and max_pool_relu does both in one pass each way
-        # (see pool_relu): together ~1/3 of a bf16 training step otherwise.
-        x = max_pool_relu(self.conv1(x))  # (N, 32, 14, 14)
-        x = max_pool_relu(self.conv2(x))  # (N, 64, 7, 7)
+        # on the CPU (see kernels): together ~1/3 of a bf16 training step otherwise.
+        x = kernels.max_pool_relu(self.conv1(x))  # (N, 32, 14, 14)
+        x = kernels.max_pool_relu(self.conv2(x))  # (N, 64, 7, 7)
         # Flattened (7, 7, 64) row by row, as TensorFlow's NHWC reshape did; with channels-last
         # memory that is a view, where a channel-major flatten would copy (and slow the backward).
         x = x.permute(0, 2, 3, 1).flatten(1)  # (N, 3136)
-        # The dense layer holds 98% of the weights and 23% of the FLOPs; oneDNN runs it ~2x
-        # faster than PyTorch's default BLAS does on AMD CPUs (see fast_linear).
-        x = self._dropout(torch.relu(fast_linear.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
+        # The dense layer holds 98% of the weights and 23% of the FLOPs; on the CPU oneDNN runs
+        # it ~2x faster than PyTorch's default BLAS does on AMD CPUs (see kernels).
+        x = self._dropout(torch.relu(kernels.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
         return self.logits(x)  # (N, 10)
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:

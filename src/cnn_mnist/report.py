@@ -119,12 +119,14 @@ def read_training_curves(model_dir: str | os.PathLike) -> TrainingCurves:
     return TrainingCurves(train=read_scalars(model_dir), validation=read_scalars(model_dir / VALIDATION_DIR))
 
 
-def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TestEvaluation:
+def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                      device: str = "auto") -> TestEvaluation:
     """The newest good checkpoint on the test set, through the Estimator exactly as ``cnn-mnist
     evaluate`` runs it (default RunConfig, same batches), so the figures are the ones it prints."""
+    from .config import RunConfig
     from .datasets import load_mnist
+    from .devices import inference_batch_size
     from .estimator import Estimator
-    from .experiment import EVAL_BATCH_SIZE
     from .inputs import numpy_input_fn
 
     # The checkpoint is chosen once and named to both passes below, so a training run saving
@@ -134,8 +136,9 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
         raise checkpoints.no_checkpoint_error(model_dir)
     path, state = found
     test = load_mnist(data_dir).test
-    classifier = Estimator(model_dir=model_dir)
-    input_fn = numpy_input_fn(test.images, test.labels, batch_size=EVAL_BATCH_SIZE, num_epochs=1, shuffle=False)
+    classifier = Estimator(model_dir=model_dir, config=RunConfig(device=device))
+    input_fn = numpy_input_fn(test.images, test.labels, batch_size=inference_batch_size(classifier.device),
+                              num_epochs=1, shuffle=False)
 
     results = classifier.evaluate(input_fn, checkpoint_path=path, write_summaries=False)
     predictions = list(classifier.predict(input_fn, checkpoint_path=path))
@@ -145,7 +148,7 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
         classes=np.array([p["classes"] for p in predictions], dtype=np.int64),
         probabilities=np.stack([p["probabilities"] for p in predictions]).astype(np.float32),
         labels=test.labels.numpy().astype(np.int64), images=test.images.numpy(),
-        conv1_weight=classifier.evaluation_network.conv1.weight.detach().float().numpy().copy(),
+        conv1_weight=classifier.evaluation_network.conv1.weight.detach().float().cpu().numpy().copy(),
         checkpoint_path=path, uses_weight_average="averaged_network" in state,
         training_seconds=None if training_seconds is None else float(training_seconds),
     )
@@ -351,7 +354,7 @@ def plot_filters(weight: np.ndarray, columns: int = 8):
 
 
 def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None) -> Path:
+                 data_dir: str | os.PathLike | None = None, device: str = "auto") -> Path:
     """Evaluate the newest checkpoint on the test set and write report.html, its PNGs and
     metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path."""
     model_dir = Path(model_dir)
@@ -359,7 +362,7 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     checkpoints.require_checkpoint(model_dir)
     out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report",
                                  "--output" if out_dir is not None else "the default report folder")
-    evaluation = evaluate_test_set(model_dir, data_dir)
+    evaluation = evaluate_test_set(model_dir, data_dir, device)
     curves = read_training_curves(model_dir)
     confusion = confusion_matrix(evaluation.labels, evaluation.classes)
     scores = per_class_scores(confusion)

@@ -197,8 +197,9 @@ class _Input:
 
 
 def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The service around the newest checkpoint in ``model_dir`` (or around ``predictor``), loaded now."""
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, device: str = "auto") -> FastAPI:
+    """The service around the newest checkpoint in ``model_dir`` (or around ``predictor``), loaded
+    now, on ``device`` (a GPU where there is one, by default)."""
     if importlib.util.find_spec("python_multipart") is None and importlib.util.find_spec("multipart") is None:
         raise CnnMnistError(f"serving needs python-multipart, which is not installed; {install_hint('serve')}")
     if max_body_bytes <= 0:
@@ -206,7 +207,7 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
     if predictor is None:
         if model_dir is None:
             raise CnnMnistError("give a model directory or a predictor")
-        predictor = Predictor(model_dir)
+        predictor = Predictor(model_dir, device=device)
     model = {"global_step": predictor.global_step, "checkpoint": predictor.checkpoint_path.name}
 
     app = FastAPI(
@@ -401,14 +402,14 @@ def is_too_large(error: ImageError) -> bool:
 
 
 def serve(model_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", device: str = "auto") -> None:
     """Load the model and answer requests until Ctrl-C.
 
     The socket is bound first, so a bad host or a port in use is a ServeError before the model
     loads, not uvicorn's own message and exit status."""
     sock = listen_socket(host, port)
     try:
-        app = create_app(model_dir, max_body_bytes=max_body_bytes)
+        app = create_app(model_dir, max_body_bytes=max_body_bytes, device=device)
         log.info("Serving on %s: the page at /, POST /v1/predict, GET /healthz (Ctrl-C stops)", url_of(sock))
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
     finally:
