@@ -98,7 +98,7 @@ def lightning_images_per_s(mnist, device, batch_size, steps, warmup, precision):
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, index):
-            if index == warmup:
+            if trainer.global_step == warmup and not hasattr(self, "started"):  # index restarts each epoch
                 devices.synchronize(device)
                 self.started = time.perf_counter()
 

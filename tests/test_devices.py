@@ -2,6 +2,7 @@
 error naming what there is; training's process-wide settings are restored afterwards."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -25,7 +26,10 @@ def test_auto_prefers_cuda_then_mps(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     assert devices.resolve_device("auto") == torch.device("cuda", 0)
+    # set before anything runs on the GPU: torch reads it once, and --deterministic needs it
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match=r"--device cuda:2: this machine has 2 CUDA GPU\(s\) \(there is: cpu, "
                                           r"cuda:0, cuda:1, mps\)"):

@@ -69,3 +69,18 @@ def test_position_of_other_data_is_not_applied():
     other = numpy_input_fn(torch.zeros(11, 1), torch.arange(11), batch_size=4, seed=0)()
     assert not other.load_state_dict({**state, "offset": 4})
     assert (other.epoch, other.offset) == (0, 0)
+
+
+def test_a_stream_moved_to_its_own_device_is_itself():
+    stream = numpy_input_fn(torch.zeros(10, 1), torch.arange(10), batch_size=4)()
+    assert stream.to("cpu") is stream and stream.to(torch.device("cpu")) is stream
+
+
+def test_a_moved_stream_keeps_its_position_and_draws_on_the_new_device():
+    """The meta device stands in for a GPU: the copy holds its arrays there, at the same position."""
+    stream = numpy_input_fn(torch.zeros(10, 1), torch.arange(10), batch_size=4, seed=3)()
+    take(stream, 3)
+    moved = stream.to("meta")
+    assert moved is not stream and moved.images.device.type == moved.labels.device.type == "meta"
+    assert (moved.epoch, moved.offset, moved.seed, moved.batch_size) == (stream.epoch, stream.offset, 3, 4)
+    assert moved.state_dict() == stream.state_dict()

@@ -52,11 +52,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
+            _fix_cublas_workspace()
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     there = ", ".join(available())
+    if name.startswith("cuda") and torch.cuda.is_available():
+        _fix_cublas_workspace()
     if name == "mps":
         if not _mps_available():
             raise ConfigError(f"--device mps: this machine has no Apple MPS device (there is: {there})")
@@ -102,8 +105,9 @@ def training_settings(device: torch.device, deterministic: bool) -> Iterator[Non
     On the CPU, freed memory stays in the process (see ``allocator``: 5-20% of a step otherwise
     goes to page faults); that setting alone lasts until the process exits.
 
-    ``deterministic``: torch's deterministic algorithms (an op that has none raises), cuDNN's
-    autotuner off and cuBLAS's fixed workspace on CUDA. Otherwise cuDNN times its algorithms on the
+    ``deterministic``: torch's deterministic algorithms (an op that has none raises) and cuDNN's
+    autotuner off (cuBLAS's fixed workspace is set when the device is chosen: see
+    ``_fix_cublas_workspace``). Otherwise cuDNN times its algorithms on the
     first batch of each shape and keeps the fastest, which may differ from run to run. On the CPU
     every op this network uses is deterministic either way; the flag changes nothing there but
     the check. torch's NaN-filling of fresh tensors (a debugging aid in deterministic mode) stays
@@ -115,8 +119,6 @@ def training_settings(device: torch.device, deterministic: bool) -> Iterator[Non
                 torch_deterministic.fill_uninitialized_memory)
     if device.type == "cpu":
         retain_freed_memory()
-    if deterministic and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(deterministic)
     torch_deterministic.fill_uninitialized_memory = False
     if device.type == "cuda":
@@ -127,6 +129,15 @@ def training_settings(device: torch.device, deterministic: bool) -> Iterator[Non
         torch.use_deterministic_algorithms(previous[0])
         torch.backends.cudnn.benchmark = previous[1]
         torch_deterministic.fill_uninitialized_memory = previous[2]
+
+
+def _fix_cublas_workspace() -> None:
+    """Give cuBLAS the fixed workspace its deterministic products need, unless the user chose one.
+
+    torch reads CUBLAS_WORKSPACE_CONFIG once, at the process's first cuBLAS product, and refuses
+    deterministic products for good if it was unset then. So it is set when a CUDA device is
+    chosen, before anything runs there, and ``--deterministic`` works whenever it is asked for."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
 def synchronize(device: torch.device) -> None:

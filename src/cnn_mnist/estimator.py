@@ -370,11 +370,17 @@ class Estimator:
             torch.set_rng_state(state["rng"]["torch"])
             if self.device.type == "cuda" and "cuda" in state["rng"]:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)  # dropout's stream there
+            elif self.device.type == "cuda":  # a run from another device: a stream fixed by the step
+                torch.cuda.manual_seed(self._resumed_stream_seed())
         if distributed.rank() > 0:
             # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
             # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
-            torch.manual_seed(self.config.seed + distributed.rank() + self.global_step * distributed.world_size())
+            torch.manual_seed(self._resumed_stream_seed())
         return {**state, "path": path}
+
+    def _resumed_stream_seed(self) -> int:
+        """A seed for a random stream the checkpoint does not hold: fixed by the run, rank and step."""
+        return self.config.seed + distributed.rank() + self.global_step * distributed.world_size()
 
     def _save(self, stream) -> Path:
         networks = [self.network] + ([self.averaged] if self.averaged is not None else [])

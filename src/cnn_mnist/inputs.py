@@ -37,8 +37,7 @@ class ArrayStream:
         self.augmentation = augmentation if augmentation else None
         self.epoch, self.offset = 0, 0  # position of the next example in the data order
         self._order, self._order_epoch = None, -1
-        # Reseeded for every epoch's order and every augmented batch; it lives where the data does.
-        self._generator = torch.Generator(device=images.device)
+        self._generator: torch.Generator | None = None  # made on first use, see _seeded
 
     @property
     def device(self) -> torch.device:
@@ -83,8 +82,7 @@ class ArrayStream:
         images = self.images[index]
         if self.augmentation is not None:
             # Random numbers from (seed, position) alone: a resumed stream redraws the same ones.
-            self._generator.manual_seed(_seed_for(self.seed, *start, salt=1))
-            images = augment(images, self.augmentation, self._generator)
+            images = augment(images, self.augmentation, self._seeded(_seed_for(self.seed, *start, salt=1)))
         return images, None if self.labels is None else self.labels[index]
 
     def _epoch_order(self) -> torch.Tensor:
@@ -93,12 +91,19 @@ class ArrayStream:
             if self.shuffle:
                 # Each epoch's permutation depends on (seed, epoch) alone, so a resumed stream
                 # rebuilds it from the two numbers without replaying earlier epochs.
-                self._generator.manual_seed(_seed_for(self.seed, self.epoch))
-                self._order = torch.randperm(n, generator=self._generator, device=self.device)
+                generator = self._seeded(_seed_for(self.seed, self.epoch))
+                self._order = torch.randperm(n, generator=generator, device=self.device)
             else:
                 self._order = torch.arange(n, device=self.device)
             self._order_epoch = self.epoch
         return self._order
+
+    def _seeded(self, seed: int) -> torch.Generator:
+        """The stream's generator, on the data's device, reseeded: one for every epoch's order
+        and every augmented batch, so each draw depends on (seed, position) alone."""
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+        return self._generator.manual_seed(seed)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed,

@@ -67,13 +67,15 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
 def build_optimizer(parameters, params: ModelParams) -> torch.optim.Optimizer:
     """The optimizer ``params.optimizer`` names, with TensorFlow 1.x's defaults where they differ."""
     parameters = list(parameters)
-    # On a GPU, SGD too runs fused: one kernel for every weight, and under fp16 the gradient
-    # scaler's overflow check then stays on the device instead of a host sync every step.
+    # On a GPU, plain SGD runs fused: one kernel for every weight, and under fp16 the gradient
+    # scaler's overflow check then stays on the device instead of a host sync every step. Not
+    # with momentum: fused SGD makes its momentum buffers uninitialised and skips writing them on
+    # a step whose gradients overflowed, which fp16's first steps often do (then NaN weights).
     fused = True if parameters and parameters[0].device.type == "cuda" else None  # None: torch's choice
     if params.optimizer == "sgd":  # tf.train.GradientDescentOptimizer
         return torch.optim.SGD(parameters, lr=params.learning_rate, fused=fused)
     if params.optimizer == "momentum":  # tf.train.MomentumOptimizer (not Nesterov)
-        return torch.optim.SGD(parameters, lr=params.learning_rate, momentum=params.momentum, fused=fused)
+        return torch.optim.SGD(parameters, lr=params.learning_rate, momentum=params.momentum)
     if params.optimizer == "adam":  # tf.train.AdamOptimizer: the same betas; eps 1e-8 as TF 1.x
         # The fused kernel updates all four arrays in one pass: 1.1 ms a step here, against 4.0
         # for the per-tensor loop (a fifth of a fast-preset step).
