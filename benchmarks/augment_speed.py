@@ -22,12 +22,12 @@ import time
 
 import torch
 
-from cnn_mnist.augment import Augmentation
-from cnn_mnist.config import preset
-from cnn_mnist.datasets import load_mnist
-from cnn_mnist.estimator import Estimator
-from cnn_mnist.inputs import numpy_input_fn
-from cnn_mnist.network import as_image_batch
+from cnn_mnist.data.augment import Augmentation
+from cnn_mnist.data.datasets import load_mnist
+from cnn_mnist.data.inputs import numpy_input_fn
+from cnn_mnist.model.config import preset
+from cnn_mnist.model.network import as_image_batch
+from cnn_mnist.training.estimator import Estimator
 
 
 def pipeline_images_per_s(images, labels, batch_size: int, batches: int, augmentation: Augmentation | None) -> float:

@@ -34,7 +34,8 @@ BATCH_SIZE = 100
 
 def measure(precision: str, steps: int) -> dict:
     """Run in each process of a layout: train, and (on rank 0) return the figures."""
-    from cnn_mnist import Estimator, ModelParams, RunConfig, distributed, load_mnist, numpy_input_fn
+    from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
+    from cnn_mnist.training import distributed
 
     timers = {"all_reduce": 0.0, "vote": 0.0}
 

@@ -41,8 +41,8 @@ run)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
     status=0
-    # tests/test_gpu.py alone: other test modules import tools that machine may lack (schemathesis, ...)
-    "$python" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.log" || status=$?
+    # tests/kernels/test_gpu.py alone: other test modules import tools that machine may lack (schemathesis, ...)
+    "$python" -m pytest -m gpu -q -rs -p no:cacheprovider tests/kernels/test_gpu.py 2>&1 | tee "$out/gpu_tests.log" || status=$?
     "$python" benchmarks/gpu_speed.py --data-dir "$CNN_MNIST_DATA" ${GPU_SPEED_ARGS:-} 2>&1 | tee "$out/gpu_speed.log" || status=$?
     tail -n 1 "$out/gpu_speed.log" > "$out/gpu_speed.json"
     exit $status

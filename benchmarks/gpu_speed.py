@@ -36,14 +36,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import PlainNet  # noqa: E402  (the same plain network the CPU benchmark times)
+from common import PlainNet, time_to_99  # noqa: E402  (what the CPU benchmark times too)
 
-from cnn_mnist import Estimator, RunConfig, checkpoints, devices, load_mnist, numpy_input_fn  # noqa: E402
-from cnn_mnist.config import PRESETS  # noqa: E402
+from cnn_mnist import Estimator, RunConfig, load_mnist, numpy_input_fn  # noqa: E402
 from cnn_mnist.experiment import train_and_evaluate  # noqa: E402
-from cnn_mnist.hooks import Hook, ValidationHook  # noqa: E402
-from cnn_mnist.network import ConvNet  # noqa: E402
-from cnn_mnist.predictor import Predictor  # noqa: E402
+from cnn_mnist.kernels import devices
+from cnn_mnist.model.config import PRESETS  # noqa: E402
+from cnn_mnist.model.network import ConvNet  # noqa: E402
+from cnn_mnist.training import checkpoints
+from cnn_mnist.training.hooks import Hook  # noqa: E402
+from cnn_mnist.use.predictor import Predictor  # noqa: E402
 
 BATCHES = (100, 256)  # the tutorial's and the fast preset's
 
@@ -186,22 +188,6 @@ def preset_run(preset, device, data_dir, steps=None):
             "training_s": state["training_seconds"], "wall_s": wall_s}
 
 
-def time_to_99(mnist, device, seed, every=10):
-    config = PRESETS["fast"]
-    run = RunConfig(**{**config.run.__dict__, "seed": seed, "device": str(device)})
-    with tempfile.TemporaryDirectory() as model_dir:
-        estimator = Estimator(model_dir=model_dir, params=config.params, config=run)
-        train_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
-                                  num_epochs=None, seed=seed)
-        test_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=10_000, num_epochs=1,
-                                 shuffle=False)
-        hook = ValidationHook(every, test_fn, name="test")
-        estimator.train(train_fn, max_steps=config.steps, hooks=[hook])
-    first = next((h for h in hook.history if h["accuracy"] >= 0.99), None)
-    return {"seed": seed, "time_to_99_s": first and first["training_s"], "step_at_99": first and first["global_step"],
-            "final_accuracy": hook.history[-1]["accuracy"], "training_s": hook.history[-1]["training_s"]}
-
-
 def prediction_images_per_s(mnist, device, precision, rounds=5):
     with tempfile.TemporaryDirectory() as model_dir:
         estimator = Estimator(model_dir=model_dir, config=RunConfig(device=str(device), precision=precision))
@@ -255,7 +241,7 @@ def main():
     print(f"tutorial: {json.dumps(result['tutorial'])}", flush=True)
     result["best"] = preset_run("best", device, args.data_dir, 20 if args.quick else None)
     print(f"best: {json.dumps(result['best'])}", flush=True)
-    result["fast_time_to_99"] = [time_to_99(mnist, device, seed) for seed in seeds]
+    result["fast_time_to_99"] = [time_to_99(mnist, seed, device=str(device)) for seed in seeds]
     print(f"fast: {json.dumps(result['fast_time_to_99'])}", flush=True)
     result["predict_images_per_s"] = {precision: prediction_images_per_s(mnist, device, precision)
                                       for precision in ("fp32", "auto")}

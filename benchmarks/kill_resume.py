@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from cnn_mnist.checkpoints import list_checkpoints, load_checkpoint
+from cnn_mnist.training.checkpoints import list_checkpoints, load_checkpoint
 
 TRAINER = """
 import logging, sys, torch
 logging.basicConfig(level=logging.INFO)  # "Training from global step N." says where each life began
 torch.set_num_threads(1)  # bit-exact resume needs a fixed thread count
 from cnn_mnist import Estimator, ModelParams, RunConfig, numpy_input_fn
-from cnn_mnist.datasets import load_mnist
+from cnn_mnist.data.datasets import load_mnist
 model_dir, data_dir, steps, every = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
 mnist = load_mnist(data_dir, download=data_dir is None)
 estimator = Estimator(model_dir=model_dir, params=ModelParams(optimizer="momentum", learning_rate=0.01),

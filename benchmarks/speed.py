@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from common import PlainNet, time_to_99
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, native, numpy_input_fn
-from cnn_mnist.config import PRESETS
-from cnn_mnist.hooks import ValidationHook
-from cnn_mnist.precision import bf16_supported
+from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
+from cnn_mnist.kernels import devices
+from cnn_mnist.kernels.cpu import native
+from cnn_mnist.kernels.precision import bf16_supported
 
 # Multiply-accumulates per image, layer by layer (output positions x kernel size x channels).
 MACS = {"conv1": 28 * 28 * 32 * (5 * 5 * 1), "conv2": 14 * 14 * 64 * (5 * 5 * 32),
@@ -48,23 +47,6 @@ FORWARD_FLOPS = 2 * sum(MACS.values())
 # Backward: weight gradients cost one forward each; input gradients too, except conv1's (the
 # images need none).
 TRAIN_FLOPS = 3 * FORWARD_FLOPS - 2 * MACS["conv1"]
-
-
-class PlainNet(nn.Module):
-    """The tutorial network as a plain PyTorch example would write it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
-        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
-        self.fc1 = nn.Linear(7 * 7 * 64, 1024)
-        self.dropout = nn.Dropout(0.4)
-        self.fc2 = nn.Linear(1024, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(self.dropout(F.relu(self.fc1(torch.flatten(x, 1)))))
 
 
 # Each figure is the best of several timed windows, for the baselines and the package alike:
@@ -142,23 +124,6 @@ def package_predict_images_per_s(mnist, precision):
         return best
 
 
-def time_to_99(mnist, seed=0, every=10):
-    """The fast preset from scratch, evaluated on the test set every ``every`` steps."""
-    config = PRESETS["fast"]
-    with tempfile.TemporaryDirectory() as model_dir:
-        estimator = Estimator(model_dir=model_dir, params=config.params,
-                              config=RunConfig(**{**config.run.__dict__, "seed": seed}))
-        train_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
-                                  num_epochs=None, seed=seed)
-        test_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=1000, num_epochs=1, shuffle=False)
-        hook = ValidationHook(every, test_fn, name="test")
-        estimator.train(train_fn, max_steps=config.steps, hooks=[hook])
-    first = next((h for h in hook.history if h["accuracy"] >= 0.99), None)
-    return {"time_to_99_s": first and first["training_s"], "step_at_99": first and first["global_step"],
-            "final_accuracy": hook.history[-1]["accuracy"], "training_s": hook.history[-1]["training_s"],
-            "steps": config.steps, "batch_size": config.batch_size}
-
-
 MEASUREMENTS = {
     "plain_train_fp32": lambda mnist, steps: plain_train_images_per_s(mnist.train.images, mnist.train.labels, steps),
     "plain_predict_fp32": lambda mnist, steps: plain_predict_images_per_s(mnist.test.images),
@@ -210,17 +175,6 @@ def training_run_peak_rss_mib(steps):
     return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per measurement")
@@ -247,7 +201,7 @@ def main():
     peaks = {"fp32_blas": matmul_peak_gflops(torch.float32),
              "fp32_onednn": matmul_peak_gflops(torch.float32, onednn=True),
              "bf16_onednn": matmul_peak_gflops(torch.bfloat16)}
-    fast_runs = [] if args.skip_time_to_99 else [{"seed": seed, **time_to_99(mnist, seed)} for seed in args.fast_seeds]
+    fast_runs = [] if args.skip_time_to_99 else [time_to_99(mnist, seed, device="cpu") for seed in args.fast_seeds]
     fast = fast_runs[0] if fast_runs else None
     peak_rss_mib = training_run_peak_rss_mib(args.steps)
     c_kernels = native.library("pool_relu") is not None
@@ -279,7 +233,7 @@ def main():
         print(f"fast preset over {len(fast_runs)} seeds: final accuracy mean {finals.mean():.4f}, "
               f"min {finals.min():.4f}, max {finals.max():.4f}, std {finals.std():.4f}")
     print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; C kernels "
-          f"{'on' if c_kernels else 'off'}; {cpu_model()}")
+          f"{'on' if c_kernels else 'off'}; {devices.cpu_name()}")
     print(json.dumps({
         "benchmark": "speed", "steps": args.steps, "rounds": args.rounds,
         "images_per_s": {k: round(v) for k, v in figures.items()},
@@ -293,7 +247,7 @@ def main():
         "peak_gflops": {k: round(v) for k, v in peaks.items()},
         "roofline_fraction": {k: round(roofline(k, v)[1], 3) for k, v in figures.items()},
         "threads": torch.get_num_threads(), "bf16_native": bf16_supported(),
-        "c_kernels": c_kernels, "cpu": cpu_model(),
+        "c_kernels": c_kernels, "cpu": devices.cpu_name(),
         "cores": os.cpu_count(), "torch": torch.__version__,
     }))
 

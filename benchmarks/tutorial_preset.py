@@ -13,15 +13,14 @@ import argparse
 import ast
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
-import torch
+from common import machine_record
 
-from cnn_mnist.precision import resolve_precision
+from cnn_mnist.kernels.precision import resolve_precision
 
 
 def cnn_mnist(*args: str) -> tuple[dict, float, float]:
@@ -65,8 +64,7 @@ def main():
               f"{r['fp32_evaluate']['accuracy']:.4f} / "
               f"{r['fp32_evaluate']['loss']:.4f}")
     print(json.dumps({"benchmark": "tutorial_preset", "steps": args.steps, "seed": args.seed, "rows": rows,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores"}))
+                      **machine_record()}))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ Usage: python benchmarks/tutorial_recipe.py [--steps 20000] [--initializers glor
 import argparse
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 
 import torch
+from common import machine_record
 
 from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
 
@@ -51,8 +50,7 @@ def main():
         print(f"{r['initializer']:<12} {r['accuracy']:>9.4f} {r['loss']:>8.4f} {r['global_step']:>6} "
               f"{r['train_s']:>8.1f} {r['total_s']:>8.1f} {r['images_per_s']:>7}")
     print(json.dumps({"benchmark": "tutorial_recipe", "steps": args.steps, "seed": args.seed, "rows": rows,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores"}))
+                      **machine_record()}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnn_mnist.checkpoints import list_checkpoints, load_checkpoint
+from cnn_mnist.training.checkpoints import list_checkpoints, load_checkpoint
 
 SUBNET = "10.231.0"  # private addresses; inside the namespaces they meet nothing else
 RENDEZVOUS_PORT = 29400

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from cnn_mnist.data.images import prepare_image
 from cnn_mnist.errors import NoDigitError
-from cnn_mnist.images import prepare_image
-from cnn_mnist.predictor import Predictor
+from cnn_mnist.use.predictor import Predictor
 
 # (ink, paper) RGB pairs: pen on paper, chalk on a board, coloured ink on coloured paper.
 COLOURS = [((0, 0, 0), (255, 255, 255)), ((20, 30, 120), (250, 245, 200)), ((255, 255, 255), (0, 0, 0)),
@@ -160,7 +160,7 @@ def photographed(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def mnist_as_images(data_dir: str | None, count: int, rng: np.random.Generator):
     """MNIST test digits enlarged 8x and printed dark on light, as a scan of them would be; and the
     same digits' own 28x28 pixels, to tell what preparation costs from what the model misses."""
-    from cnn_mnist.datasets import load_mnist
+    from cnn_mnist.data.datasets import load_mnist
     from cnn_mnist.errors import CnnMnistError
 
     try:

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import cnn_mnist
-from cnn_mnist import Estimator, ModelParams, Mode, ProbabilitiesLogHook, numpy_input_fn
-from cnn_mnist.model import EstimatorSpec
-from cnn_mnist.network import as_image_batch
+from cnn_mnist import Estimator, Mode, ModelParams, ProbabilitiesLogHook, numpy_input_fn
+from cnn_mnist.model.model_fn import EstimatorSpec
+from cnn_mnist.model.network import as_image_batch
 
 
 def cnn_model_fn(network, features, labels, mode):

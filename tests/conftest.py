@@ -10,8 +10,8 @@ import pytest
 import torch
 from hypothesis import settings
 
-from cnn_mnist import idx
-from cnn_mnist.datasets import FILES, VALIDATION_SIZE
+from cnn_mnist.data import idx
+from cnn_mnist.data.datasets import FILES, VALIDATION_SIZE
 
 # Property tests draw the same examples on every run (a failure reproduces, and no run passes or
 # fails by the luck of the draw) and have no per-example deadline (that would measure the load).
@@ -52,7 +52,7 @@ def tiny_mnist_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def no_verify(monkeypatch):
     """Let load_mnist accept the synthetic files: skip the canonical-MD5 download step."""
-    monkeypatch.setattr("cnn_mnist.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
+    monkeypatch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
 
 
 @pytest.fixture
@@ -86,6 +86,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(slow)
         if no_gpu and item.get_closest_marker("gpu"):
             item.add_marker(no_gpu)
+
+
+# The browser tests' Chromium: Debian's, headless (Playwright's own download is not used).
+CHROMIUM = Path(os.environ.get("CNN_MNIST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def gpu_test_device() -> str:

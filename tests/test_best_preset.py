@@ -8,10 +8,10 @@ reached 99.40%; the floor is 0.4 points under that.
 
 import pytest
 
-from cnn_mnist.config import preset
-from cnn_mnist.datasets import load_mnist
-from cnn_mnist.estimator import Estimator
-from cnn_mnist.inputs import numpy_input_fn
+from cnn_mnist.data.datasets import load_mnist
+from cnn_mnist.data.inputs import numpy_input_fn
+from cnn_mnist.model.config import preset
+from cnn_mnist.training.estimator import Estimator
 
 SUBSET, STEPS, ACCURACY_FLOOR = 12_000, 1_000, 0.990
 

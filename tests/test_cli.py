@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cnn_mnist.checkpoints import content_digest
-from cnn_mnist.cli import main, parse_arguments
-from cnn_mnist.datasets import FILES
 from conftest import write_mnist_dir
+
+from cnn_mnist.cli import main, parse_arguments
+from cnn_mnist.data.datasets import FILES
+from cnn_mnist.training.checkpoints import content_digest
 
 FAST = ["--steps", "20", "--optimizer", "adam", "--log-probabilities-every", "0"]
 
@@ -95,7 +95,7 @@ def test_evaluate_json_and_validation_split(trained, tiny_mnist_dir, capsys):
 
 
 def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, capsys):
-    from cnn_mnist.datasets import load_mnist
+    from cnn_mnist.data.datasets import load_mnist
 
     test = load_mnist(tiny_mnist_dir, download=False).test
     np.save(tmp_path / "one.npy", test.images[3].numpy())  # uint8 28x28
@@ -140,8 +140,8 @@ def write_images(directory):
 def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, capsys):
     from PIL import Image
 
-    from cnn_mnist.images import prepare_image
-    from cnn_mnist.predictor import Predictor
+    from cnn_mnist.data.images import prepare_image
+    from cnn_mnist.use.predictor import Predictor
 
     write_images(tmp_path)
     files = [str(tmp_path / name) for name in ("seven.png", "seven.jpg", "blank.png")]
@@ -214,7 +214,7 @@ def test_evaluate_on_an_empty_or_missing_model_dir(tmp_path, tiny_mnist_dir, no_
 
 
 def test_an_empty_data_dir_with_no_source_reachable(tmp_path, monkeypatch, capsys):
-    from cnn_mnist import download
+    from cnn_mnist.data import download
 
     offline = functools.partial(download.ensure_mnist, mirrors=("http://127.0.0.1:9/",), npm=None)
     monkeypatch.setattr(download, "ensure_mnist", offline)
@@ -284,7 +284,7 @@ def test_predict_says_which_checkpoint_it_used(trained, tiny_mnist_dir, capsys, 
 
 # The CLI in a process of its own (logging set up as a user gets it), except that the synthetic
 # files skip the MD5 check, as no_verify does in-process.
-CLI_PROGRAM = ("import pathlib, sys; import cnn_mnist.datasets as d; "
+CLI_PROGRAM = ("import pathlib, sys; import cnn_mnist.data.datasets as d; "
                "d.ensure_mnist = lambda data_dir, **kw: pathlib.Path(data_dir); "
                "from cnn_mnist.cli import main; sys.exit(main(sys.argv[1:]))")
 
@@ -345,7 +345,7 @@ def test_on_a_terminal_train_draws_a_bar_with_the_log_lines_above_it(model_dir, 
     assert "train: 100%|" in text and "20/20" in text  # tqdm's bar, redrawn in place
     assert "loss " in text and "images/s " in text
     assert "evaluate: 100%|" in text
-    assert "INFO:cnn_mnist.hooks:loss = " in text  # the tutorial's lines are still shown
+    assert "INFO:cnn_mnist.training.hooks:loss = " in text  # the tutorial's lines are still shown
     assert "INFO:cnn_mnist.progress" not in text  # the bar replaces the plain lines
 
 
@@ -401,7 +401,7 @@ def test_serve_ports_and_hosts_it_cannot_listen_on(trained, monkeypatch, capsys)
 
 def test_a_source_dir_that_is_missing_is_an_error_even_with_the_data_cached(tmp_path, tiny_mnist_dir, monkeypatch,
                                                                             capsys):
-    from cnn_mnist import download
+    from cnn_mnist.data import download
 
     monkeypatch.setattr(download, "verify_file", lambda path, md5: True)  # the tiny files count as cached
     assert main(["download", "--data-dir", str(tiny_mnist_dir)]) == 0
@@ -427,14 +427,14 @@ def test_a_data_dir_that_cannot_be_created(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("command", ["report", "export"])
 def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, tiny_mnist_dir, tmp_path, monkeypatch,
                                                            capsys):
-    import cnn_mnist.export
-    import cnn_mnist.report
+    import cnn_mnist.use.export
+    import cnn_mnist.use.report
 
     def expensive(*args, **kwargs):
         raise AssertionError("the output should have been checked first")
 
-    monkeypatch.setattr(cnn_mnist.report, "evaluate_test_set", expensive)
-    monkeypatch.setattr(cnn_mnist.export, "Predictor", expensive)
+    monkeypatch.setattr(cnn_mnist.use.report, "evaluate_test_set", expensive)
+    monkeypatch.setattr(cnn_mnist.use.export, "Predictor", expensive)
     (tmp_path / "notes.txt").write_text("a file")
     base = [command, "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
     inside_a_file = tmp_path / "notes.txt" / ("report" if command == "report" else "model.onnx")

@@ -21,12 +21,22 @@ import pytest
 import yaml
 from pytest_examples import CodeExample, EvalExample, find_examples
 
+from conftest import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 README_MAX_LINES = 150
 ISSUE_NUMBER = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
 EXPORTED_FILES = ("model.onnx", "model.safetensors")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class _MkDocsLoader(yaml.SafeLoader):
+    """yaml.safe_load, plus MkDocs's ``!!python/name:`` tags read as plain strings (never imported)."""
+
+
+_MkDocsLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
 
 
 def pages() -> list[Path]:
@@ -62,12 +72,49 @@ def exported_models(tmp_path_factory) -> Path:
     return folder
 
 
-def test_the_site_builds_without_a_warning(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The site as `mkdocs build --strict` writes it (any warning fails the build)."""
+    site_dir = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr}"
+    return site_dir
+
+
+def test_the_site_builds_without_a_warning(site):
+    assert (site / "index.html").is_file() and (site / "architecture" / "index.html").is_file()
+
+
+@pytest.mark.browser
+def test_the_architecture_diagram_renders_offline(site):
+    """The Mermaid diagram becomes an SVG in Chromium, from the site's own copy of Mermaid (no CDN:
+    every request outside the site is refused), with every layer's box in it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (make install-test)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (set CNN_MNIST_CHROMIUM to another binary)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            # Material draws each diagram in a closed shadow root; opened here so the test can look in.
+            page.add_init_script("const attach = Element.prototype.attachShadow; Element.prototype.attachShadow ="
+                                 " function (options) { return attach.call(this, {...options, mode: 'open'}); };")
+            outside = []
+            page.route(lambda url: not url.startswith("file://"),
+                       lambda route: outside.append(route.request.url) or route.abort())
+            page.goto((site / "architecture" / "index.html").as_uri())
+            diagram = page.wait_for_selector(".mermaid svg", timeout=30_000)
+            text = diagram.text_content()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "docs-architecture.png", full_page=True)
+        finally:
+            browser.close()
+    for layer in ("cli", "experiment", "use", "training", "model", "data", "kernels", "errors"):
+        assert layer in text, (layer, text)
+    assert not any("mermaid" in url for url in outside), outside
 
 
 def test_there_are_python_examples_to_run():
@@ -126,7 +173,7 @@ def nav_pages(entry) -> list[str]:
 
 
 def test_every_page_is_in_the_nav():
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_MkDocsLoader)
     docs_dir = ROOT / config.get("docs_dir", "docs")
     in_nav = set(nav_pages(config["nav"]))
     on_disk = {path.relative_to(docs_dir).as_posix() for path in docs_dir.rglob("*.md")}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnn_mnist import Mode, cnn_model_fn
-from cnn_mnist.network import ConvNet
+from cnn_mnist.model.network import ConvNet
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "cnn_mnist.py"
 

@@ -1,22 +1,12 @@
-"""The main job: the run's configuration is recorded, and the job trains then evaluates."""
-
-import json
+"""The main job: it trains then evaluates, and records the run's configuration inside the lock."""
 
 import pytest
 
-from cnn_mnist.config import TrainConfig
 from cnn_mnist.errors import ModelDirLockedError
-from cnn_mnist.lock import ModelDirLock
-from cnn_mnist.experiment import read_run_config, train_and_evaluate, write_run_config
-
-
-def test_run_config_is_written_whole_and_read_back(model_dir):
-    config = TrainConfig(steps=12).with_overrides(optimizer="adam", seed=4)
-    path = write_run_config(model_dir, config, preset="tutorial")
-    record = json.loads(path.read_text())
-    assert record["preset"] == "tutorial" and set(record["versions"]) == {"cnn_mnist", "torch", "python"}
-    assert read_run_config(model_dir) == config
-    assert read_run_config(model_dir / "elsewhere") is None
+from cnn_mnist.experiment import train_and_evaluate
+from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.lock import ModelDirLock
+from cnn_mnist.training.run_record import read_run_config, write_run_config
 
 
 def test_train_and_evaluate_reaches_the_target_step(model_dir, tiny_mnist_dir, no_verify):
@@ -35,11 +25,11 @@ def test_a_train_refused_by_the_lock_leaves_the_running_ones_config(model_dir, t
 
 def test_the_configured_augmentation_reaches_the_training_batches_only(model_dir, tiny_mnist_dir, no_verify,
                                                                        monkeypatch):
-    import cnn_mnist.inputs
+    import cnn_mnist.data.inputs
 
     seen = []
-    real_augment = cnn_mnist.inputs.augment
-    monkeypatch.setattr(cnn_mnist.inputs, "augment", lambda images, augmentation, generator: (
+    real_augment = cnn_mnist.data.inputs.augment
+    monkeypatch.setattr(cnn_mnist.data.inputs, "augment", lambda images, augmentation, generator: (
         seen.append((len(images), augmentation)) or real_augment(images, augmentation, generator)))
     config = TrainConfig(steps=3, batch_size=16, log_probabilities_every=0, eval_every=0).with_overrides(
         augment_rotation=10, augment_shift=2, label_smoothing=0.1)

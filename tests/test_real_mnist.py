@@ -6,9 +6,9 @@ input order or a wrong loss all land under it.
 
 import pytest
 
-from cnn_mnist.config import TrainConfig
-from cnn_mnist.datasets import load_mnist
+from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.experiment import train_and_evaluate
+from cnn_mnist.model.config import TrainConfig
 
 ACCURACY_FLOOR = 0.97
 

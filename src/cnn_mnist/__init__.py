@@ -7,14 +7,14 @@ Importing starts nothing: no threads, no seeding, no downloads.
 
 __version__ = "0.1.0"
 
-from .config import ModelParams, PRESETS, RunConfig, TrainConfig  # noqa: E402
-from .datasets import Mnist, Split, load_mnist  # noqa: E402
-from .errors import CnnMnistError  # noqa: E402
-from .estimator import Estimator  # noqa: E402
-from .hooks import Hook, LoggingHook, ProbabilitiesLogHook, TrainingRun  # noqa: E402
-from .inputs import numpy_input_fn  # noqa: E402
-from .model import EstimatorSpec, Mode, cnn_model_fn  # noqa: E402
-from .network import ConvNet  # noqa: E402
+from cnn_mnist.data.datasets import Mnist, Split, load_mnist  # noqa: E402
+from cnn_mnist.data.inputs import numpy_input_fn  # noqa: E402
+from cnn_mnist.errors import CnnMnistError  # noqa: E402
+from cnn_mnist.model.config import PRESETS, ModelParams, RunConfig, TrainConfig  # noqa: E402
+from cnn_mnist.model.model_fn import EstimatorSpec, Mode, cnn_model_fn  # noqa: E402
+from cnn_mnist.model.network import ConvNet  # noqa: E402
+from cnn_mnist.training.estimator import Estimator  # noqa: E402
+from cnn_mnist.training.hooks import Hook, LoggingHook, ProbabilitiesLogHook, TrainingRun  # noqa: E402
 
 __all__ = [
     "CnnMnistError", "ConvNet", "Estimator", "EstimatorSpec", "Hook", "LoggingHook", "Mnist", "Mode",

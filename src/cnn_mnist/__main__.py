@@ -1,6 +1,6 @@
 """``python -m cnn_mnist``: the same command line as ``cnn-mnist``."""
 
-from .cli import main
+from cnn_mnist.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
-from .devices import DEVICE_CHOICES, DEVICE_PATTERN
-from .errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
-from .lock import check_model_dir
-from .precision import PRECISIONS
+from cnn_mnist import __version__
+from cnn_mnist.errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
+from cnn_mnist.kernels.devices import DEVICE_CHOICES, DEVICE_PATTERN
+from cnn_mnist.kernels.precision import PRECISIONS
+from cnn_mnist.model.config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
+from cnn_mnist.training.lock import check_model_dir
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -80,15 +80,15 @@ def print_result(result, as_json: bool, text: str | None = None) -> None:
 
 
 def download(args) -> None:
-    from .download import ensure_mnist
+    from cnn_mnist.data.download import ensure_mnist
 
     directory = ensure_mnist(args.data_dir, source_dir=args.source_dir, progress=not args.quiet)
     print_result({"data_dir": str(directory)}, args.json, f"MNIST is ready in {directory}")
 
 
 def train(args) -> None:
-    from . import distributed
-    from .experiment import train_and_evaluate
+    from cnn_mnist.experiment import train_and_evaluate
+    from cnn_mnist.training import distributed
 
     overrides = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     if args.train_on_all:
@@ -108,12 +108,12 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
-    from .config import RunConfig
-    from .datasets import load_mnist
-    from .devices import inference_batch_size
-    from .estimator import Estimator
-    from .experiment import read_run_config
-    from .inputs import numpy_input_fn
+    from cnn_mnist.data.datasets import load_mnist
+    from cnn_mnist.data.inputs import numpy_input_fn
+    from cnn_mnist.kernels.devices import inference_batch_size
+    from cnn_mnist.model.config import RunConfig
+    from cnn_mnist.training.estimator import Estimator
+    from cnn_mnist.training.run_record import read_run_config
 
     _check_device(args.device)
     for model_dir in args.model_dir:
@@ -124,7 +124,7 @@ def evaluate(args) -> None:
                         model_dir)
     split = load_mnist(args.data_dir, progress=not args.quiet).split(args.split)
     if len(args.model_dir) > 1:
-        from .ensemble import Ensemble
+        from cnn_mnist.use.ensemble import Ensemble
 
         results = Ensemble(args.model_dir, device=args.device).evaluate(split.images, split.labels)
         for member in results["members"]:
@@ -142,14 +142,14 @@ def evaluate(args) -> None:
 
 
 def predict(args) -> int:
-    from .predictor import Predictor
+    from cnn_mnist.use.predictor import Predictor
 
     _check_device(args.device)
     for model_dir in args.model_dir:
         _require_model_dir(model_dir, args.model_dir_is_default)
     inputs = _read_predict_inputs(args.inputs, args.data_dir)
     if len(args.model_dir) > 1:
-        from .ensemble import Ensemble
+        from cnn_mnist.use.ensemble import Ensemble
 
         predictor = Ensemble(args.model_dir, device=args.device)
         model = {"checkpoints": [str(member.checkpoint_path.absolute()) for member in predictor.members],
@@ -224,7 +224,7 @@ def _save_prepared(directory: str, inputs: list[_PredictInput]) -> None:
 
 
 def export(args) -> None:
-    from .export import export_model
+    from cnn_mnist.use.export import export_model
 
     _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
@@ -233,7 +233,7 @@ def export(args) -> None:
 
 
 def report(args) -> None:
-    from .report import write_report
+    from cnn_mnist.use.report import write_report
 
     _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
@@ -243,7 +243,7 @@ def report(args) -> None:
 
 def serve(args) -> None:
     try:
-        from .service import serve as serve_model
+        from cnn_mnist.use.service import serve as serve_model
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in SERVE_MODULES:
             raise CnnMnistError(f"serve needs {err.name}, which is not installed; {install_hint('serve')}") from None
@@ -262,7 +262,7 @@ SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "multipart", "py
 
 def _check_device(name: str) -> None:
     """A device this machine lacks is the first error, before any file is read."""
-    from .devices import resolve_device
+    from cnn_mnist.kernels.devices import resolve_device
 
     resolve_device(name)
 
@@ -285,12 +285,12 @@ def _require_model_dir(model_dir: str, is_default: bool = False) -> None:
 def _read_predict_inputs(inputs: list[str], data_dir: str | None) -> list[_PredictInput]:
     """INPUTs are test-set indices, .npy files or image files; one _PredictInput per image (a .npy
     may hold many). One that cannot be read carries its one-line error, a blank image no_digit."""
-    from .errors import NoDigitError
-    from .images import prepare_image
+    from cnn_mnist.data.images import prepare_image
+    from cnn_mnist.errors import NoDigitError
 
     test = None
     if any(item.lstrip("-").isdigit() for item in inputs):
-        from .datasets import load_mnist
+        from cnn_mnist.data.datasets import load_mnist
 
         test = load_mnist(data_dir).test  # no MNIST is an error for the whole command
     read = []

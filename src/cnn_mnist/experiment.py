@@ -3,27 +3,20 @@ evaluate on the test set. The CLI's ``train`` is this function."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-from pathlib import Path
 
-import torch
-
-from . import __version__, distributed
-from .atomic import write_atomically
-from .config import TrainConfig
-from .datasets import load_mnist
-from .devices import inference_batch_size
-from .errors import ConfigError
-from .estimator import Estimator
-from .hooks import Hook, ProbabilitiesLogHook, ProgressHook, ValidationHook
-from .inputs import numpy_input_fn
+from cnn_mnist.data.datasets import load_mnist
+from cnn_mnist.data.inputs import numpy_input_fn
+from cnn_mnist.errors import ConfigError
+from cnn_mnist.kernels.devices import inference_batch_size
+from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training import distributed
+from cnn_mnist.training.estimator import Estimator
+from cnn_mnist.training.hooks import ProbabilitiesLogHook, ProgressHook, ValidationHook
+from cnn_mnist.training.run_record import RecordRunConfigHook
 
 log = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
 
 
 def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
@@ -63,39 +56,3 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=eval_batch_size,
                                    num_epochs=1, shuffle=False)
     return classifier.evaluate(eval_input_fn, progress=progress)
-
-
-class RecordRunConfigHook(Hook):
-    """Writes config.json when training begins: inside the model directory's lock, so a train
-    that is refused (or has nothing to do) leaves the running one's record alone."""
-
-    chief_only = True
-
-    def __init__(self, config: TrainConfig, preset: str | None):
-        self.config, self.preset = config, preset
-
-    def begin(self, run):
-        write_run_config(run.model_dir, self.config, self.preset)
-
-
-def write_run_config(model_dir: str | os.PathLike, config: TrainConfig, preset: str | None) -> Path:
-    """Record the run's full configuration (and the software that ran it) in the model directory."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    record = {"preset": preset, **config.to_dict(),
-              "versions": {"cnn_mnist": __version__, "torch": torch.__version__, "python": platform.python_version()}}
-    text = json.dumps(record, indent=2) + "\n"
-    log.info("Run configuration: %s", json.dumps(record))
-    write_atomically(model_dir / CONFIG_NAME, lambda temp: temp.write_text(text))
-    return model_dir / CONFIG_NAME
-
-
-def read_run_config(model_dir: str | os.PathLike) -> TrainConfig | None:
-    """The configuration the directory was last trained with, if it records one."""
-    path = Path(model_dir) / CONFIG_NAME
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    record.pop("preset", None)
-    record.pop("versions", None)
-    return TrainConfig.from_dict(record)

@@ -1,0 +1,235 @@
+"""Checkpoints: one file per saved step, written atomically, the newest few kept.
+
+``model.ckpt-<step>.pt`` holds the network, the optimizer, the global step, every RNG state
+and the input position. It is written to a hidden temporary file in the same directory and
+renamed over the final name, so a crash at any moment leaves either the old set of files or
+the new one, never a half-written checkpoint under a real name. Each file carries a SHA-256
+of its contents, so a file damaged later (a disk error, a half-finished copy) is detected on
+load; the Estimator then warns and falls back to the previous checkpoint. Loading never
+unpickles arbitrary objects (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnn_mnist.errors import CheckpointError
+
+FORMAT = "cnn_mnist.checkpoint/2"
+# Format 1 flattened the last feature map channel-major (c, h, w) before the dense layer;
+# format 2 flattens it (h, w, c), as TensorFlow did and as channels-last memory holds it.
+_FORMAT_1 = "cnn_mnist.checkpoint/1"
+_DENSE_SHAPE = (1024, 3136)
+_NAME = re.compile(r"^model\.ckpt-(\d+)\.pt$")
+_TEMP_PREFIX = ".model.ckpt-"
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_path(model_dir: str | os.PathLike, step: int) -> Path:
+    return Path(model_dir) / f"model.ckpt-{step}.pt"
+
+
+def list_checkpoints(model_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(global step, path) of every checkpoint in the directory, oldest first."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), model_dir / m.group(0)) for m in map(_NAME.match, os.listdir(model_dir)) if m]
+    return sorted(found)
+
+
+def latest_checkpoint(model_dir: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(model_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def require_checkpoint(model_dir: str | os.PathLike) -> Path:
+    """The newest checkpoint file's path (not read), or a CheckpointError saying to train first: the
+    cheap check that lets a command refuse an empty directory before it prepares anything."""
+    path = latest_checkpoint(model_dir)
+    if path is None:
+        raise no_checkpoint_error(model_dir)
+    return path
+
+
+def no_checkpoint_error(model_dir: str | os.PathLike) -> CheckpointError:
+    """What every command says of a model directory without a checkpoint."""
+    return CheckpointError(f"no checkpoint in {Path(model_dir).absolute()}; train first "
+                           f"(cnn-mnist train --model-dir {model_dir})")
+
+
+def load_newest_good(model_dir: str | os.PathLike) -> tuple[Path, dict] | None:
+    """The newest checkpoint that reads back intact, warning about each newer one that does not.
+
+    None when there are no checkpoints; an error when there are some but none is readable
+    (training must not silently start afresh over them).
+    """
+    errors = []
+    for _, path in reversed(list_checkpoints(model_dir)):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as error:
+            errors.append(error)
+            log.warning("%s; falling back to the previous checkpoint", error)
+            continue
+        return path, state
+    if errors:
+        raise CheckpointError(f"no readable checkpoint in {model_dir} ({errors[0]}); move the damaged files away "
+                              "to start afresh") from None
+    return None
+
+
+def content_digest(state: dict) -> str:
+    """SHA-256 over everything in a checkpoint's state: tensor dtypes, shapes and bytes, and the
+    other values' reprs, keys in sorted order. ~40 ms for a 50 MB state here."""
+    digest = hashlib.sha256()
+
+    def feed(value):
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(state)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_max: int) -> Path:
+    """Write ``state`` (which must hold ``global_step``) atomically, then prune old checkpoints."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(model_dir, state["global_step"])
+    temp_name = None
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
+        with os.fdopen(fd, "wb") as file:
+            contents = {**on_cpu(state), "format": FORMAT}
+            torch.save({**contents, "sha256": content_digest(contents)}, file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
+        os.replace(temp_name, path)
+    except BaseException as error:
+        if temp_name:
+            Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, no permission, a read-only mount
+            reason = error.strerror or str(error)
+            raise CheckpointError(
+                f"could not write checkpoint {path.name} in {model_dir} ({reason}); the earlier checkpoints "
+                "are intact: free space or fix permissions, then run the same command to resume") from error
+        raise
+    _fsync_directory(model_dir)  # and the rename itself survives a power cut
+    for _, old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def on_cpu(value):
+    """``value`` with every tensor in it on the CPU (those already there are not copied), so a
+    checkpoint written by a GPU run reads back on any machine."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+def remove_stale_temporaries(model_dir: str | os.PathLike) -> None:
+    """Delete temporary files left by a save that was killed half-way."""
+    model_dir = Path(model_dir)
+    if model_dir.is_dir():
+        for temp in model_dir.glob(_TEMP_PREFIX + "*.tmp"):
+            log.info("removing %s, left by an interrupted save", temp.name)
+            temp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The saved state, read without executing anything from the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as err:  # torch raises many types for damaged files
+        reason = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__  # torch adds advice
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({reason})"
+        ) from None
+    if isinstance(state, dict) and state.get("format") == _FORMAT_1:
+        return _upgrade_from_format_1(state)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cnn-mnist checkpoint (format {FORMAT} expected)")
+    expected = state.pop("sha256", None)
+    if expected is not None and content_digest(state) != expected:
+        raise CheckpointError(f"{path}: corrupt checkpoint (its contents do not match its checksum)")
+    return state
+
+
+def _upgrade_from_format_1(state: dict) -> dict:
+    """Reorder the dense layer's input columns (and any optimizer state shaped like them) from
+    (c, h, w) to (h, w, c): the same function, computed with today's flatten order."""
+
+    def reorder(tensor):
+        if isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == _DENSE_SHAPE:
+            return tensor.reshape(1024, 64, 7, 7).permute(0, 2, 3, 1).reshape(_DENSE_SHAPE).contiguous()
+        return tensor
+
+    state = dict(state, format=FORMAT)
+    for key in ("network", "averaged_network"):
+        if isinstance(state.get(key), dict):
+            state[key] = {name: reorder(value) for name, value in state[key].items()}
+    optimizer = state.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict):
+        state["optimizer"] = dict(optimizer, state={
+            index: {name: reorder(value) for name, value in values.items()} if isinstance(values, dict) else values
+            for index, values in optimizer["state"].items()})
+    return state
+
+
+def restore_network(network: nn.Module, state: dict, path: str | os.PathLike, key: str = "network") -> None:
+    """Load saved weights (``state[key]``), first checking that they belong to this architecture."""
+    saved, expected = state.get(key, {}), network.state_dict()
+    mismatch = sorted(set(saved) ^ set(expected))
+    if not mismatch:
+        mismatch = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} here"
+                    for k, v in expected.items() if saved[k].shape != v.shape]
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: checkpoint of another model ({mismatch[0]}); use another --model-dir for this network"
+        )
+    network.load_state_dict(saved)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

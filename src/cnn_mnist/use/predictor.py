@@ -1,0 +1,74 @@
+"""A trained model loaded once for answering many prediction calls: the CLI's image path, the
+HTTP service and export all use it, so they restore the same weights the same way.
+
+It restores the newest checkpoint in a model directory (or a given one) the way ``evaluate``
+and ``predict`` do: the weight average where the checkpoint carries one. The network is put in
+eval mode once and never changed after, so concurrent ``predict`` calls from several threads
+are safe (each runs under ``torch.inference_mode`` and writes nothing shared). It runs on the
+device ``device`` names (a GPU where there is one, by default); answers come back as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnn_mnist.kernels import devices
+from cnn_mnist.kernels.precision import autocast, resolve_precision
+from cnn_mnist.model.network import IMAGE_SIZE, NUM_CLASSES, ConvNet
+from cnn_mnist.training import checkpoints
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    classes: np.ndarray  # (N,) int64
+    probabilities: np.ndarray  # (N, 10) float32
+
+
+class Predictor:
+    """``Predictor(model_dir).predict(pixels)`` -> classes and probabilities."""
+
+    def __init__(self, model_dir: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None,
+                 precision: str = "fp32", device: str = "auto"):
+        self.model_dir = Path(model_dir)
+        self.device = devices.resolve_device(device)  # before the file is read: a bad device is the first error
+        if checkpoint_path:
+            found = (Path(checkpoint_path), checkpoints.load_checkpoint(checkpoint_path))
+        else:
+            found = checkpoints.load_newest_good(self.model_dir)  # warns about damaged newer ones
+        if found is None:
+            raise checkpoints.no_checkpoint_error(self.model_dir)
+        path, state = found
+        self.network = ConvNet().to(self.device, memory_format=torch.channels_last)
+        key = "averaged_network" if "averaged_network" in state else "network"
+        checkpoints.restore_network(self.network, state, path, key=key)  # CPU tensors, copied to the device
+        self.network.eval().requires_grad_(False)
+        self.checkpoint_path = path
+        self.global_step = int(state["global_step"])
+        self.uses_weight_average = key == "averaged_network"
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "fp32":
+            devices.use_exact_fp32(self.device)
+        log.info("Loaded %s (global step %d, %s) on %s", path.absolute(), self.global_step,
+                 "weight average" if self.uses_weight_average else "trained weights", devices.describe(self.device))
+
+    def predict(self, pixels: np.ndarray | torch.Tensor) -> Prediction:
+        """``pixels``: (28, 28), (N, 28, 28), (N, 784) or (N, 1, 28, 28); uint8 0-255 or float 0-1."""
+        images = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
+        if tuple(images.shape) == (IMAGE_SIZE, IMAGE_SIZE):  # one image
+            images = images.unsqueeze(0)
+        with torch.inference_mode():
+            with autocast(self.precision, self.device.type):
+                logits = self.network(images.to(self.device)).float()
+            probabilities = torch.softmax(logits, dim=1)
+            classes = probabilities.argmax(dim=1)
+        return Prediction(classes=classes.cpu().numpy(), probabilities=probabilities.cpu().numpy())

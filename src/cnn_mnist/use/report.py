@@ -1,0 +1,627 @@
+"""The HTML report of a trained model: training curves, test-set confusion matrix and per-class
+scores, the most confident mistakes, calibration and first-layer filters, on one self-contained
+page (every figure embedded) with the PNGs and a ``metrics.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnn_mnist import __version__
+from cnn_mnist.errors import CnnMnistError
+from cnn_mnist.model.network import NUM_CLASSES
+from cnn_mnist.progress import format_duration
+from cnn_mnist.training import checkpoints
+from cnn_mnist.training.atomic import prepare_output_dir
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME, METRICS_NAME = "report.html", "metrics.json"
+VALIDATION_DIR = "eval_validation"  # where ValidationHook writes (--eval-every)
+CALIBRATION_BINS = 15
+MISTAKES_SHOWN = 25  # a 5x5 grid
+DPI = 110  # sharp on a laptop screen, and the page stays well under 1 MB
+
+# Okabe-Ito: distinguishable with every common colour-vision deficiency, and in greyscale print
+# (the line styles differ too).
+BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
+
+
+# -- what the report measures ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curve:
+    steps: np.ndarray  # (K,) int64, increasing
+    values: np.ndarray  # (K,) float64
+
+
+@dataclass(frozen=True)
+class TrainingCurves:
+    """TensorBoard scalars by tag: ``train`` from the model directory, ``validation`` from
+    ``eval_validation/``; each empty where there are no event files."""
+
+    train: dict[str, Curve]
+    validation: dict[str, Curve]
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    """A checkpoint on the test set, as ``cnn-mnist evaluate`` measures it, with each image's prediction."""
+
+    accuracy: float
+    loss: float
+    global_step: int
+    classes: np.ndarray  # (N,) int64, predicted
+    probabilities: np.ndarray  # (N, 10) float32
+    labels: np.ndarray  # (N,) int64
+    images: np.ndarray  # (N, 28, 28) uint8
+    conv1_weight: np.ndarray  # (32, 1, 5, 5) of the weights evaluated
+    checkpoint_path: Path
+    uses_weight_average: bool
+    training_seconds: float | None  # None: a checkpoint from before it was recorded
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Equal-width confidence bins; bin b holds edges[b] < confidence <= edges[b + 1] (the first also 0)."""
+
+    edges: np.ndarray  # (B + 1,)
+    counts: np.ndarray  # (B,) int64
+    accuracy: np.ndarray  # (B,) fraction correct per bin, NaN where empty
+    confidence: np.ndarray  # (B,) mean confidence per bin, NaN where empty
+    ece: float  # sum over bins of |accuracy - confidence| * count / N
+
+
+def read_scalars(directory: str | os.PathLike) -> dict[str, Curve]:
+    """Every scalar tag in the event files directly in ``directory``; {} if there are none.
+
+    A resumed run writes a new event file, and may log a step an earlier (killed) run logged
+    too: the value written last wins, as it belongs to the weights the run carried on with.
+    """
+    directory = Path(directory)
+    if not any(directory.glob("events.out.tfevents.*")):
+        return {}
+    # TensorBoard's reader costs ~1 s to import, so only here.
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    # size_guidance 0 keeps every point (the default samples 10,000 per tag); the duplicates are
+    # resolved below by wall time rather than by TensorBoard's file-order purge.
+    events = EventAccumulator(str(directory), size_guidance={SCALARS: 0}, purge_orphaned_data=False)
+    reader_log = logging.getLogger("tensorboard")
+    level = reader_log.level
+    reader_log.setLevel(logging.WARNING)  # it logs an INFO line per file read ("No path found after ...")
+    try:
+        events.Reload()
+    finally:
+        reader_log.setLevel(level)
+    curves = {}
+    for tag in events.Tags()[SCALARS]:
+        latest: dict[int, tuple[float, float]] = {}
+        for event in events.Scalars(tag):
+            if event.step not in latest or event.wall_time >= latest[event.step][0]:
+                latest[event.step] = (event.wall_time, event.value)
+        steps = sorted(latest)
+        curves[tag] = Curve(np.array(steps, dtype=np.int64), np.array([latest[s][1] for s in steps], dtype=float))
+    return curves
+
+
+def read_training_curves(model_dir: str | os.PathLike) -> TrainingCurves:
+    model_dir = Path(model_dir)
+    return TrainingCurves(train=read_scalars(model_dir), validation=read_scalars(model_dir / VALIDATION_DIR))
+
+
+def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                      device: str = "auto") -> TestEvaluation:
+    """The newest good checkpoint on the test set, through the Estimator exactly as ``cnn-mnist
+    evaluate`` runs it (default RunConfig, same batches), so the figures are the ones it prints."""
+    from cnn_mnist.data.datasets import load_mnist
+    from cnn_mnist.data.inputs import numpy_input_fn
+    from cnn_mnist.kernels.devices import inference_batch_size
+    from cnn_mnist.model.config import RunConfig
+    from cnn_mnist.training.estimator import Estimator
+
+    # The checkpoint is chosen once and named to both passes below, so a training run saving
+    # meanwhile cannot give them different weights; its state says what the Estimator does not.
+    found = checkpoints.load_newest_good(model_dir)
+    if found is None:
+        raise checkpoints.no_checkpoint_error(model_dir)
+    path, state = found
+    test = load_mnist(data_dir).test
+    classifier = Estimator(model_dir=model_dir, config=RunConfig(device=device))
+    input_fn = numpy_input_fn(test.images, test.labels, batch_size=inference_batch_size(classifier.device),
+                              num_epochs=1, shuffle=False)
+
+    results = classifier.evaluate(input_fn, checkpoint_path=path, write_summaries=False)
+    predictions = list(classifier.predict(input_fn, checkpoint_path=path))
+    training_seconds = state.get("training_seconds")
+    return TestEvaluation(
+        accuracy=results["accuracy"], loss=results["loss"], global_step=results["global_step"],
+        classes=np.array([p["classes"] for p in predictions], dtype=np.int64),
+        probabilities=np.stack([p["probabilities"] for p in predictions]).astype(np.float32),
+        labels=test.labels.numpy().astype(np.int64), images=test.images.numpy(),
+        conv1_weight=classifier.evaluation_network.conv1.weight.detach().float().cpu().numpy().copy(),
+        checkpoint_path=path, uses_weight_average="averaged_network" in state,
+        training_seconds=None if training_seconds is None else float(training_seconds),
+    )
+
+
+def confusion_matrix(labels: np.ndarray, classes: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    labels, classes = np.asarray(labels, dtype=np.int64), np.asarray(classes, dtype=np.int64)
+    return np.bincount(labels * num_classes + classes, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_scores(confusion: np.ndarray) -> list[dict]:
+    """Precision, recall, F1 and support of each class; a score whose denominator is 0 is 0
+    (scikit-learn's ``zero_division=0``), so the figures stay valid JSON."""
+    correct = np.diag(confusion).astype(float)
+    predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    scores = []
+    for c in range(len(confusion)):
+        precision = correct[c] / predicted[c] if predicted[c] else 0.0
+        recall = correct[c] / support[c] if support[c] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        scores.append({"class": c, "precision": float(precision), "recall": float(recall), "f1": float(f1),
+                       "support": int(support[c])})
+    return scores
+
+
+def measure_calibration(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS,
+                        classes: np.ndarray | None = None) -> Calibration:
+    """Reliability bins and expected calibration error, with confidence = the highest probability.
+
+    ``classes`` defaults to the argmax of ``probabilities``; pass the model's own to count a
+    prediction correct exactly when the accuracy does.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) if classes is None else np.asarray(classes)) == labels
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # side="left" makes each bin right-closed, (lo, hi], as Guo et al. (2017) define them.
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
+    counts = np.bincount(bins, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty bins are NaN, not an error
+        accuracy = np.bincount(bins, weights=correct, minlength=num_bins) / counts
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / counts
+    filled = counts > 0
+    ece = float(np.sum(np.abs(accuracy[filled] - mean_confidence[filled]) * counts[filled]) / max(len(labels), 1))
+    return Calibration(edges=edges, counts=counts, accuracy=accuracy, confidence=mean_confidence, ece=ece)
+
+
+def most_confident_mistakes(probabilities: np.ndarray, classes: np.ndarray, labels: np.ndarray,
+                            count: int = MISTAKES_SHOWN) -> np.ndarray:
+    """Indices of up to ``count`` wrong predictions, the most confident first (ties: lower index first)."""
+    confidence = np.asarray(probabilities).max(axis=1)
+    wrong = np.flatnonzero(np.asarray(classes) != np.asarray(labels))
+    order = np.argsort(-confidence[wrong], kind="stable")
+    return wrong[order[:count]]
+
+
+# -- figures -------------------------------------------------------------------------------------------
+
+
+def _new_figure(width_in: float, height_in: float):
+    """A Figure drawn by Agg, made without pyplot: no global backend, no display, no figure registry."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def plot_training_curves(curves: TrainingCurves):
+    """Loss (log scale) and accuracy against global step; train solid blue, validation dashed vermillion."""
+    figure = _new_figure(10, 3.8)
+    axes = figure.subplots(1, 2)
+    for ax, tag, title in ((axes[0], "loss", "Loss (cross-entropy)"), (axes[1], "accuracy", "Accuracy")):
+        for curves_by_tag, label, style in (
+                (curves.train, "train (one batch)", dict(color=BLUE, linestyle="-", marker="o", markersize=3)),
+                (curves.validation, "validation (5,000 images)",
+                 dict(color=VERMILLION, linestyle="--", marker="s", markersize=4))):
+            if tag in curves_by_tag:
+                curve = curves_by_tag[tag]
+                ax.plot(curve.steps, curve.values, label=label, linewidth=1.6, **style)
+        if tag == "loss":
+            _use_log_scale_if_wide(ax, [c[tag].values for c in (curves.train, curves.validation) if tag in c])
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("global step")
+        ax.grid(True, color="#dddddd", linewidth=0.7)
+        ax.set_axisbelow(True)
+        if ax.has_data():
+            ax.legend(fontsize=9, frameon=False)
+    return figure
+
+
+def _use_log_scale_if_wide(ax, values: list[np.ndarray]) -> None:
+    """A log y axis, labelled 1, 0.1, 0.01, where the values span more than a factor of 5 (a
+    loss falling from 2.3 to 0.02); over a narrower span it would only show a few odd ticks."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    values = np.concatenate(values) if values else np.array([])
+    if len(values) and (values > 0).all() and values.max() / values.min() > 5:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_confusion_matrix(confusion: np.ndarray):
+    """Counts as a 'Blues' heat map, each cell annotated; zeros faint so the errors stand out."""
+    n = len(confusion)
+    figure = _new_figure(6.2, 5.4)
+    ax = figure.subplots()
+    image = ax.imshow(confusion, cmap="Blues", vmin=0, vmax=max(int(confusion.max()), 1))
+    threshold = 0.55 * max(int(confusion.max()), 1)
+    fontsize = 9 if confusion.max() >= 1000 else 10  # four digits must fit a cell
+    for true in range(n):
+        for predicted in range(n):
+            value = int(confusion[true, predicted])
+            color = "white" if value > threshold else ("#bbbbbb" if value == 0 else "black")
+            ax.text(predicted, true, str(value), ha="center", va="center", fontsize=fontsize, color=color)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    figure.colorbar(image, ax=ax, shrink=0.85, label="test images")
+    return figure
+
+
+def plot_mistakes(images: np.ndarray, labels: np.ndarray, classes: np.ndarray, probabilities: np.ndarray,
+                  indices: np.ndarray):
+    """The given test images in a 5-wide grid, dark ink on white, each titled true/predicted/probability."""
+    columns = 5
+    rows = max(1, -(-len(indices) // columns))
+    figure = _new_figure(7.5, 1.75 * rows + 0.2)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, indices, strict=False):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"#{i}: true {labels[i]}, pred {classes[i]}\np = {probabilities[i, classes[i]]:.3f}",
+                     fontsize=8.5)
+    return figure
+
+
+def plot_reliability(calibration: Calibration):
+    """Accuracy per confidence bin against the diagonal, over a log-scale count histogram."""
+    figure = _new_figure(6.2, 6.0)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    edges, width = calibration.edges, np.diff(calibration.edges)
+    filled = calibration.counts > 0
+    top.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1.2, label="perfect calibration")
+    top.bar(edges[:-1][filled], calibration.accuracy[filled], width=width[filled], align="edge",
+            color=BLUE, edgecolor="white", linewidth=0.8, label="accuracy in bin")
+    top.plot(calibration.confidence[filled], calibration.confidence[filled], linestyle="none", marker="D",
+             markersize=4, color=VERMILLION, label="mean confidence in bin")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_aspect("auto")
+    top.grid(True, color="#dddddd", linewidth=0.7)
+    top.set_axisbelow(True)
+    # Title and legend sit above the axes: inside, any corner can hold a bar.
+    top.set_title(f"Expected calibration error (ECE) = {calibration.ece:.4f}", fontsize=12, pad=30)
+    top.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=8.5, frameon=False,
+               handlelength=1.5, columnspacing=1.2)
+    bottom.bar(edges[:-1], calibration.counts, width=width, align="edge", color=GREY, edgecolor="white",
+               linewidth=0.8)
+    if calibration.counts.max(initial=0) > 0:
+        bottom.set_yscale("log")  # one bin near 1.0 holds almost every image of a good model
+    bottom.set_xlabel(f"confidence (highest probability), {len(calibration.counts)} bins")
+    bottom.set_ylabel("images")
+    bottom.grid(True, axis="y", color="#dddddd", linewidth=0.7)
+    bottom.set_axisbelow(True)
+    return figure
+
+
+def plot_filters(weight: np.ndarray, columns: int = 8):
+    """conv1's kernels (N, 1, k, k) in a grid, one symmetric 'PuOr' scale around 0 for all."""
+    kernels = np.asarray(weight)[:, 0]
+    rows = -(-len(kernels) // columns)
+    limit = float(np.abs(kernels).max()) or 1.0
+    figure = _new_figure(8, 0.86 * rows + 0.2)  # square cells with the colour bar beside them
+    axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
+    image = None
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < len(kernels):
+            image = ax.imshow(kernels[i], cmap="PuOr", vmin=-limit, vmax=limit, interpolation="nearest")
+    figure.colorbar(image, ax=axes.tolist(), shrink=0.9, label="weight")
+    return figure
+
+
+# -- the page ------------------------------------------------------------------------------------------
+
+
+def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None, device: str = "auto") -> Path:
+    """Evaluate the newest checkpoint on the test set and write report.html, its PNGs and
+    metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path."""
+    model_dir = Path(model_dir)
+    # An empty directory, then the output: neither problem should cost a test-set evaluation.
+    checkpoints.require_checkpoint(model_dir)
+    out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report",
+                                 "--output" if out_dir is not None else "the default report folder")
+    evaluation = evaluate_test_set(model_dir, data_dir, device)
+    curves = read_training_curves(model_dir)
+    confusion = confusion_matrix(evaluation.labels, evaluation.classes)
+    scores = per_class_scores(confusion)
+    calibration = measure_calibration(evaluation.probabilities, evaluation.labels, classes=evaluation.classes)
+    mistakes = most_confident_mistakes(evaluation.probabilities, evaluation.classes, evaluation.labels)
+
+    figures = {
+        "confusion_matrix.png": plot_confusion_matrix(confusion),
+        "mistakes.png": plot_mistakes(evaluation.images, evaluation.labels, evaluation.classes,
+                                      evaluation.probabilities, mistakes) if len(mistakes) else None,
+        "reliability.png": plot_reliability(calibration),
+        "filters.png": plot_filters(evaluation.conv1_weight),
+        "training_curves.png": plot_training_curves(curves) if curves.train or curves.validation else None,
+    }
+    metrics = {
+        "accuracy": evaluation.accuracy, "loss": evaluation.loss, "global_step": evaluation.global_step,
+        "num_examples": len(evaluation.labels), "ece": calibration.ece, "per_class": scores,
+        "confusion": confusion.tolist(), "checkpoint": evaluation.checkpoint_path.name,
+        "weights": "weight average" if evaluation.uses_weight_average else "trained weights",
+        "training_seconds": evaluation.training_seconds,
+        "calibration": {"edges": calibration.edges.tolist(), "counts": calibration.counts.tolist(),
+                        "accuracy": _nan_to_none(calibration.accuracy),
+                        "confidence": _nan_to_none(calibration.confidence)},
+        "most_confident_mistakes": mistakes.tolist(),
+    }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pngs = {}
+        for name, figure in figures.items():
+            if figure is None:
+                (out_dir / name).unlink(missing_ok=True)  # not left over from an earlier report
+                continue
+            pngs[name] = png_bytes(figure)
+            (out_dir / name).write_bytes(pngs[name])
+        page = render_html(model_dir, evaluation, curves, scores, calibration, mistakes, pngs,
+                           run_config=_read_config_json(model_dir))
+        (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+        (out_dir / REPORT_NAME).write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise CnnMnistError(f"cannot write the report to {out_dir}: {err.strerror or err}") from None
+    return out_dir / REPORT_NAME
+
+
+def _nan_to_none(values: np.ndarray) -> list:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _read_config_json(model_dir: Path) -> dict | str | None:
+    """config.json as a dict; None if absent; a sentence if it cannot be read (the report still is)."""
+    from cnn_mnist.training.run_record import CONFIG_NAME
+
+    path = model_dir / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{path.name} could not be read ({err})"
+    return record if isinstance(record, dict) else f"{path.name} does not hold a JSON object"
+
+
+def render_html(model_dir: Path, evaluation: TestEvaluation, curves: TrainingCurves, scores: list[dict],
+                calibration: Calibration, mistakes: np.ndarray, pngs: dict[str, bytes],
+                run_config: dict | str | None) -> str:
+    """The page, every image a data: URI: it opens the same from a mail attachment as from disk."""
+    e = html.escape
+    n = len(evaluation.labels)
+
+    def image(name: str, alt: str) -> str:
+        data = base64.b64encode(pngs[name]).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
+
+    if "training_curves.png" in pngs:
+        curves_body = image("training_curves.png", "loss and accuracy against global step")
+        if not curves.validation:
+            curves_body += ('<p class="note">No validation curve: this model was trained without '
+                            "<code>--eval-every N</code>. Train with it (e.g. <code>cnn-mnist train --eval-every 500"
+                            "</code>) to evaluate on the 5,000 validation images every N steps.</p>")
+        if not curves.train:
+            curves_body += '<p class="note">No training scalars were found in the model directory.</p>'
+        curves_body += ('<p class="note">Train figures are those of one batch at each logged step, so they are '
+                        "noisy; validation figures are over the whole validation split.</p>")
+    else:
+        curves_body = (f'<p class="note">No TensorBoard event files in <code>{e(str(model_dir))}</code>, so there '
+                       "are no training curves: training writes them there (they may have been moved or deleted)."
+                       "</p>")
+
+    rows = "".join(
+        f"<tr><td>{s['class']}</td><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td><td>{s['f1']:.4f}</td>"
+        f"<td>{s['support']:,}</td></tr>" for s in scores)
+    macro = {key: float(np.mean([s[key] for s in scores])) for key in ("precision", "recall", "f1")}
+    rows += (f'<tr class="total"><td>macro mean</td><td>{macro["precision"]:.4f}</td><td>{macro["recall"]:.4f}</td>'
+             f'<td>{macro["f1"]:.4f}</td><td>{n:,}</td></tr>')
+    wrong = int((evaluation.classes != evaluation.labels).sum())
+
+    if len(mistakes):
+        mistakes_body = (f'<p>The {len(mistakes)} wrong predictions with the highest predicted probability, '
+                         f"of {wrong:,} mistakes in all; #i is the image's index in the test set "
+                         "(<code>cnn-mnist predict i</code> shows it again).</p>"
+                         + image("mistakes.png", "the most confidently wrong test images"))
+    else:
+        mistakes_body = f"<p>No mistakes: every one of the {n:,} test images is classified correctly.</p>"
+
+    filled = calibration.counts > 0
+    calibration_body = (
+        f"<p>Expected calibration error <strong>{calibration.ece:.4f}</strong> "
+        f"({calibration.ece * 100:.2f} percentage points): the mean gap between confidence and accuracy over "
+        f"{len(calibration.counts)} equal-width confidence bins, weighted by the images in each bin "
+        f"({int(filled.sum())} bins hold any). Bars under the diagonal mean overconfidence.</p>"
+        + image("reliability.png", "reliability diagram"))
+
+    seconds = evaluation.training_seconds
+    run_rows = [
+        ("checkpoint", f"<code>{e(str(evaluation.checkpoint_path))}</code>"),
+        ("global step", f"{evaluation.global_step:,}"),
+        ("training time", "unknown (checkpoint from before it was recorded)" if seconds is None
+         else f"{format_duration(seconds)} (over every resumed run)"),
+        ("weights evaluated", "moving average of the weights (the checkpoint carries one)"
+         if evaluation.uses_weight_average else "trained weights"),
+        ("test images", f"{n:,}"),
+    ]
+    speed = curves.train.get("global_step/sec")
+    if speed is not None and len(speed.values):
+        run_rows.append(("training speed", f"{float(np.median(speed.values)):,.1f} steps/s (median of logged)"))
+    run_table = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in run_rows)
+    if run_config is None:
+        config_body = ('<p class="note">No <code>config.json</code> in the model directory (it is written by '
+                       "<code>cnn-mnist train</code>), so the configuration is not known.</p>")
+    elif isinstance(run_config, str):
+        config_body = f'<p class="note">{e(run_config)}</p>'
+    else:
+        config_body = ('<table class="config">' + "".join(
+            f"<tr><th>{e(k)}</th><td>{e(_format_value(v))}</td></tr>" for k, v in _flatten(run_config)) + "</table>")
+
+    made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    summary = [("test accuracy", f"{evaluation.accuracy * 100:.2f}%"), ("test loss", f"{evaluation.loss:.4f}"),
+               ("global step", f"{evaluation.global_step:,}"), ("ECE", f"{calibration.ece:.4f}"),
+               ("mistakes", f"{wrong:,} of {n:,}")]
+    summary_html = "".join(f'<div class="card"><div class="value">{v}</div><div class="label">{k}</div></div>'
+                           for k, v in summary)
+
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cnn-mnist report: {e(model_dir.name or str(model_dir))}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<header>
+<h1>cnn-mnist report <span class="dir">{e(str(model_dir))}</span></h1>
+<p class="subtitle">Checkpoint <code>{e(evaluation.checkpoint_path.name)}</code> on the {n:,} test images, measured
+as <code>cnn-mnist evaluate</code> measures it.</p>
+<div class="summary">{summary_html}</div>
+</header>
+<main>
+<section id="curves">
+<h2>Training curves</h2>
+{curves_body}
+</section>
+<section id="test">
+<h2>Test set: confusion matrix and per-class scores</h2>
+<p>Accuracy <strong>{evaluation.accuracy:.4f}</strong> and mean loss <strong>{evaluation.loss:.4f}</strong>
+over {n:,} test images. Rows of the matrix are the true classes, columns the predicted ones.</p>
+<div class="pair">
+{image("confusion_matrix.png", "confusion matrix of the test set")}
+<div class="table-wrap"><table class="scores">
+<thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>
+<tbody>{rows}</tbody>
+</table></div>
+</div>
+</section>
+<section id="mistakes">
+<h2>Most confident mistakes</h2>
+{mistakes_body}
+</section>
+<section id="calibration">
+<h2>Calibration</h2>
+{calibration_body}
+</section>
+<section id="filters">
+<h2>First-layer filters</h2>
+<p>The {len(evaluation.conv1_weight)} 5&times;5 kernels of the first convolution, on one colour scale
+symmetric around 0 (purple positive, orange negative): edge and stroke detectors in a trained network,
+noise in an untrained one.</p>
+{image("filters.png", "first-layer convolution filters")}
+</section>
+<section id="run">
+<h2>Run</h2>
+<table class="run">{run_table}</table>
+<h3>Configuration (config.json)</h3>
+{config_body}
+</section>
+</main>
+<footer>Made {e(made)} by cnn-mnist {e(__version__)}.</footer>
+</body>
+</html>
+"""
+
+
+def _flatten(record: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """{"params": {"optimizer": "adam"}} -> [("params.optimizer", "adam")]."""
+    flat = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat.append((f"{prefix}{key}", value))
+    return flat
+
+
+def _format_value(value) -> str:
+    return "none" if value is None else json.dumps(value) if isinstance(value, (list, bool)) else str(value)
+
+
+_CSS = """
+:root { --ink: #1d2433; --muted: #5b6475; --rule: #e3e6ec; --accent: #0072B2; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--ink); background: #f6f7f9;
+  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header, main, footer { max-width: 1100px; margin: 0 auto; padding: 0 20px; }
+header { padding-top: 28px; }
+h1 { margin: 0 0 4px; font-size: 1.9rem; overflow-wrap: anywhere; }
+h1 .dir { font: 500 1.2rem ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; color: var(--muted);
+  margin-left: 8px; }
+h2 { margin: 0 0 12px; font-size: 1.35rem; border-bottom: 2px solid var(--accent); padding-bottom: 4px; }
+h3 { font-size: 1.05rem; margin: 20px 0 8px; }
+.subtitle { margin: 0 0 16px; color: var(--muted); }
+code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em;
+  background: #eef0f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
+.summary { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 8px; }
+.card { flex: 1 1 150px; background: white; border: 1px solid var(--rule); border-radius: 8px; padding: 10px 14px; }
+.card .value { font-size: 1.5rem; font-weight: 650; font-variant-numeric: tabular-nums; }
+.card .label { color: var(--muted); font-size: 0.85rem; text-transform: uppercase; letter-spacing: 0.04em; }
+section { background: white; border: 1px solid var(--rule); border-radius: 8px; padding: 18px 22px;
+  margin: 18px 0; }
+img { display: block; max-width: 100%; height: auto; margin: 8px auto; }
+.note { color: var(--muted); font-size: 0.92rem; }
+.pair { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; justify-content: center; }
+/* min-width 0: a flex item's minimum is otherwise the image's own width, which forces a wrap */
+.pair img { flex: 1 1 500px; min-width: 0; max-width: 620px; margin: 0; }
+.table-wrap { flex: 0 1 auto; max-width: 100%; overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+.scores { font-size: 0.95rem; }
+.scores th, .scores td { padding: 4px 10px; text-align: right; border-bottom: 1px solid var(--rule); }
+.scores thead th { border-bottom: 2px solid var(--ink); }
+.scores tr.total td { font-weight: 600; border-top: 2px solid var(--ink); }
+.run th, .run td, .config th, .config td { padding: 3px 14px 3px 0; text-align: left; vertical-align: top;
+  border-bottom: 1px solid var(--rule); }
+.run th, .config th { font-weight: 600; white-space: nowrap; }
+.config { font-size: 0.9rem; }
+footer { color: var(--muted); font-size: 0.85rem; padding-bottom: 28px; }
+@media (max-width: 600px) {
+  header, main, footer { padding: 0 10px; }
+  header { padding-top: 16px; }
+  section { padding: 12px 12px; }
+  .scores th, .scores td { padding: 3px 6px; }
+  .card { flex-basis: 120px; }
+}
+"""

@@ -1,0 +1,108 @@
+"""Augmentation: random rotation, scale, shear, shift and elastic distortion of training batches."""
+
+import pytest
+import torch
+
+from cnn_mnist.data.augment import Augmentation, affine_grid, augment, smooth_upsample
+from cnn_mnist.data.inputs import numpy_input_fn
+from cnn_mnist.errors import ConfigError
+
+
+def digits(n=16, seed=0):
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(n):  # a bright bar of random length near the centre of each image
+        top = int(torch.randint(6, 12, (1,), generator=generator))
+        images[i, top:top + 10, 12:16] = 255
+    return images
+
+
+def centre_of_mass(batch):
+    weights = batch.reshape(len(batch), 28, 28)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = weights.sum(dim=(1, 2))
+    return torch.stack([(weights * ys).sum(dim=(1, 2)) / mass, (weights * xs).sum(dim=(1, 2)) / mass], 1)
+
+
+def test_no_augmentation_is_the_identity_and_is_false():
+    images = digits()
+    out = augment(images, Augmentation(), torch.Generator().manual_seed(0))
+    assert out.shape == (16, 1, 28, 28) and out.dtype == torch.float32
+    torch.testing.assert_close(out[:, 0], images.float() / 255, atol=1e-6, rtol=0)
+    assert not Augmentation() and Augmentation(shift=1)
+
+
+def test_shifts_move_digits_by_at_most_the_range_and_keep_their_ink():
+    images = digits()
+    out = augment(images, Augmentation(shift=2), torch.Generator().manual_seed(0))
+    moved = centre_of_mass(out) - centre_of_mass(images.float())
+    assert moved.abs().max() <= 2.0 + 1e-4 and moved.abs().max() > 0.5
+    torch.testing.assert_close(out.sum(dim=(1, 2, 3)), images.float().sum(dim=(1, 2)) / 255, rtol=0.02, atol=0)
+
+
+def test_rotation_turns_a_vertical_bar():
+    bar = digits(1)
+    out = augment(bar.expand(64, 28, 28), Augmentation(rotation=30), torch.Generator().manual_seed(0))
+    columns_with_ink = (out[:, 0] > 0.5).any(dim=1).sum(dim=1).float()  # a turned bar spans more columns
+    assert columns_with_ink.max() >= 7 and columns_with_ink.max() <= 9  # 4 wide, 10 tall, up to 30 degrees
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_elastic_distortion_bends_without_moving_the_digit_far():
+    images = digits()
+    out = augment(images, Augmentation(elastic=1.0), torch.Generator().manual_seed(0))
+    assert not torch.allclose(out[:, 0], images.float() / 255)
+    assert (centre_of_mass(out) - centre_of_mass(images.float())).abs().max() < 3
+
+
+def test_the_same_generator_state_gives_the_same_batch():
+    images, aug = digits(), Augmentation(rotation=10, scale=0.1, shear=10, shift=2, elastic=1)
+    first = augment(images, aug, torch.Generator().manual_seed(7))
+    again = augment(images, aug, torch.Generator().manual_seed(7))
+    other = augment(images, aug, torch.Generator().manual_seed(8))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rotation": -1}, "rotation must be a finite number >= 0"),
+    ({"shift": float("nan")}, "shift must be a finite number"),
+    ({"scale": 1.0}, "scale must be below 1"),
+])
+def test_bad_ranges_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Augmentation(**kwargs)
+
+
+def test_an_augmented_stream_resumes_with_the_same_batches():
+    images, labels = digits(50), torch.arange(50) % 10
+    input_fn = numpy_input_fn(images, labels, batch_size=16, num_epochs=None, shuffle=True, seed=3,
+                              augmentation=Augmentation(rotation=10, shift=2, elastic=1))
+    stream = input_fn()
+    for _ in range(4):
+        next(stream)
+    saved = stream.state_dict()
+    expected = [next(stream) for _ in range(3)]
+    resumed = input_fn()
+    assert resumed.load_state_dict(saved)
+    for want, got in zip(expected, [next(resumed) for _ in range(3)], strict=True):
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+
+
+def test_each_epoch_transforms_the_same_images_anew():
+    images, labels = digits(50), torch.arange(50) % 10
+    stream = numpy_input_fn(images, labels, batch_size=50, num_epochs=None, shuffle=False,
+                            augmentation=Augmentation(shift=2))()
+    first_epoch, second_epoch = next(stream), next(stream)
+    assert torch.equal(first_epoch[1], second_epoch[1]) and not torch.equal(first_epoch[0], second_epoch[0])
+
+
+def test_the_sampling_grid_is_torchs_affine_grid_laid_out_channels_first():
+    theta = torch.randn(32, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.affine_grid(theta, [32, 1, 28, 28], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta).permute(0, 2, 3, 1), expected, atol=2e-6, rtol=0)
+
+
+def test_the_elastic_field_is_a_bicubic_resize_of_the_coarse_one():
+    coarse = torch.randn(8, 2, 7, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(smooth_upsample(coarse), expected, atol=2e-6, rtol=0)

@@ -1,0 +1,150 @@
+"""On a GPU: everything resident on the device, no host sync in a plain training step, bf16 or fp16
+chosen by the chip, deterministic runs and exact resume under --deterministic, and checkpoints that
+move between the GPU and the CPU. Skipped without CUDA (CNN_MNIST_GPU_TEST_DEVICE=cpu runs the
+device-neutral ones on the CPU, to check the tests themselves)."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import gpu_test_device
+
+from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
+from cnn_mnist.data.augment import Augmentation
+from cnn_mnist.kernels import devices
+from cnn_mnist.training import checkpoints
+from cnn_mnist.training.hooks import Hook
+from cnn_mnist.use.predictor import Predictor
+
+pytestmark = pytest.mark.gpu
+DEVICE = gpu_test_device()
+cuda_only = pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="checks CUDA itself")
+QUIET = {"log_step_count_steps": 10_000, "save_summary_steps": 10_000, "save_checkpoints_steps": 10_000}
+
+
+@pytest.fixture(scope="module")
+def mnist(tiny_mnist_dir):
+    return load_mnist(tiny_mnist_dir, download=False)
+
+
+def train_input(mnist, batch_size=50, augmentation=None):
+    return numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=batch_size, num_epochs=None,
+                          augmentation=augmentation)
+
+
+AVERAGED_ADAM = ModelParams(optimizer="adam", ema_decay=0.9)
+
+
+def estimator(model_dir, params=AVERAGED_ADAM, **run):
+    return Estimator(model_dir=model_dir, params=params, config=RunConfig(**{"device": DEVICE, **QUIET, **run}))
+
+
+class Inspect(Hook):
+    """Records where the step's tensors live, and (on CUDA) turns any host sync into an error for
+    the steps between ``first`` and ``last``, where no built-in hook fires."""
+
+    def __init__(self, first=3, last=40):
+        self.first, self.last, self.devices = first, last, set()
+
+    def before_step(self, run):
+        if run.global_step == self.first and run.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("error")
+
+    def after_step(self, run):
+        self.devices |= {run.images.device.type, run.labels.device.type, run.loss.device.type}
+        if run.global_step == self.last and run.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_network_optimizer_average_and_data_live_on_the_device(mnist, tmp_path):
+    trained = estimator(tmp_path / "m")
+    hook = Inspect()
+    try:
+        trained.train(train_input(mnist, augmentation=Augmentation(rotation=10, shift=2)), max_steps=45, hooks=[hook])
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
+    kind = torch.device(DEVICE).type
+    assert hook.devices == {kind}
+    assert {p.device.type for p in trained.network.parameters()} == {kind}
+    assert {p.device.type for p in trained.averaged.parameters()} == {kind}
+    assert {t.device.type for s in trained.optimizer.state.values() for t in s.values()} == {kind}
+    saved = checkpoints.load_checkpoint(trained.latest_checkpoint())
+    assert all(t.device.type == "cpu" for t in saved["network"].values())  # device-neutral on disk
+
+
+@cuda_only
+def test_the_first_line_names_the_gpu_and_the_precision_auto_picks(mnist, tmp_path, caplog):
+    trained = estimator(tmp_path / "m", precision="auto")
+    with caplog.at_level(logging.INFO, logger="cnn_mnist"):
+        trained.train(train_input(mnist), steps=2)
+    name = torch.cuda.get_device_name(trained.device)
+    fast_bf16 = torch.cuda.get_device_capability(trained.device) >= (8, 0)
+    expected = "bf16 autocast" if fast_bf16 else "fp16 autocast with a gradient scaler"
+    assert caplog.records[0].getMessage() == f"Training on {trained.device} ({name}), {expected}"
+    assert (trained.scaler is None) == fast_bf16
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_deterministic_runs_are_identical_and_resume_exactly(mnist, tmp_path, precision):
+    if precision == "bf16" and DEVICE.startswith("cuda") and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("this GPU has no bf16 tensor cores")
+    def run(name, stops):
+        for stop in stops:  # each stop a new process would make: a fresh Estimator restoring the last checkpoint
+            trained = estimator(tmp_path / name, precision=precision, deterministic=True)
+            trained.train(train_input(mnist, augmentation=Augmentation(rotation=10, shift=2)), max_steps=stop)
+        return {k: v.float().cpu() for k, v in trained.network.state_dict().items()}
+
+    first, second, resumed = run("a", [30]), run("b", [30]), run("c", [12, 30])
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+        assert torch.equal(first[key], resumed[key]), key
+
+
+def test_a_gpu_checkpoint_serves_predicts_and_resumes_on_the_cpu(mnist, tmp_path):
+    trained = estimator(tmp_path / "m", params=ModelParams(optimizer="adam"))
+    trained.train(train_input(mnist), max_steps=30)
+    images = mnist.test.images[:200]
+    here = Predictor(tmp_path / "m", device=DEVICE).predict(images)
+    on_cpu = Predictor(tmp_path / "m", device="cpu").predict(images)
+    np.testing.assert_allclose(here.probabilities, on_cpu.probabilities, atol=1e-4)
+    assert (here.classes == on_cpu.classes).mean() >= 0.99
+    results = Estimator(model_dir=tmp_path / "m", config=RunConfig(device="cpu")).evaluate(
+        numpy_input_fn(mnist.test.images, mnist.test.labels, num_epochs=1, shuffle=False))
+    assert results["global_step"] == 30
+    resumed = Estimator(model_dir=tmp_path / "m", params=ModelParams(optimizer="adam"),
+                        config=RunConfig(device="cpu", **QUIET))
+    resumed.train(train_input(mnist), max_steps=40)
+    assert resumed.global_step == 40 and resumed.device.type == "cpu"
+
+
+def test_onnx_export_of_a_gpu_trained_model_passes_its_parity_check(mnist, tmp_path, no_verify, tiny_mnist_dir):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from cnn_mnist.use.export import export_model
+
+    estimator(tmp_path / "m").train(train_input(mnist), max_steps=20)
+    result = export_model(tmp_path / "m", "onnx", tmp_path / "model.onnx", data_dir=tiny_mnist_dir, device=DEVICE)
+    assert result.parity.max_abs_diff <= 1e-4 and (tmp_path / "model.onnx").stat().st_size > 13_000_000
+
+
+def test_the_service_answers_from_the_device(mnist, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from cnn_mnist.use.service import create_app
+
+    estimator(tmp_path / "m").train(train_input(mnist), max_steps=20)
+    app = create_app(tmp_path / "m", device=DEVICE)
+    with TestClient(app) as client:
+        response = client.post("/v1/predict", json={"pixels": mnist.test.images[0].tolist()})
+    assert response.status_code == 200, response.text
+    expected = Predictor(tmp_path / "m", device="cpu").predict(mnist.test.images[:1])
+    assert response.json()["predictions"][0]["class"] == int(expected.classes[0])
+
+
+@cuda_only
+def test_evaluation_runs_in_batches_of_ten_thousand_on_the_gpu():
+    assert devices.inference_batch_size(devices.resolve_device(DEVICE)) == 10_000
