@@ -10,7 +10,7 @@ ARGS ?=
 BROWSER ?= 1
 CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 
-.PHONY: run test docs install install-test chromium clean
+.PHONY: run test docs figures install install-test chromium clean
 
 # Install (with the export and serve extras), fetch and verify MNIST, train the tutorial recipe,
 # evaluate on the test set.
@@ -26,9 +26,17 @@ test: install-test chromium
 	CNN_MNIST_REQUIRE_BROWSER=1 CNN_MNIST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(ARGS)
 endif
 
-# Serve the documentation site on http://127.0.0.1:8000, rebuilt as the pages change.
-docs: install-test
+# Serve the documentation site on http://127.0.0.1:8000, rebuilt as the pages change, after
+# remaking the figures of "How the network reads a digit".
+docs: install-test figures
 	$(BIN)/mkdocs serve
+
+# Those figures: `cnn-mnist explain` on three test digits, with a model of the fast preset trained
+# into runs/docs-model the first time (about a minute here).
+FIGURES := docs/figures/explain
+figures: install
+	@[ -d runs/docs-model ] || $(BIN)/cnn-mnist train -q --preset fast --model-dir runs/docs-model
+	$(BIN)/cnn-mnist explain -q 0 1 8 --model-dir runs/docs-model --out $(FIGURES)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -182,6 +182,32 @@ def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_
         "notes.txt", "cut.png", "missing.png"]
 
 
+def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_mnist_dir, tmp_path, capsys):
+    pytest.importorskip("captum")
+    from PIL import Image
+
+    write_images(tmp_path)
+    out_dir = tmp_path / "figures"
+    names = ("seven.png", "notes.txt", "blank.png")
+    status, out, err = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+                               *(str(tmp_path / name) for name in names), "3", "--out", str(out_dir))
+    assert status == 1  # an unreadable file and a blank one: answered as predict answers them
+    assert sorted(path.name for path in out_dir.iterdir()) == ["seven.png", "test-3.png"]
+    for path in out_dir.iterdir():
+        with Image.open(path) as figure:
+            assert figure.format == "PNG" and figure.width > 1000 and figure.height > 1000
+    lines = out.splitlines()
+    assert len(lines) == 2 and all("read as" in line and "wrote " in line for line in lines)
+    assert str(out_dir / "test-3.png") in out
+    errors = err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("cnn-mnist: error: ") for line in errors)
+    assert "not an image" in errors[0] and "no digit found" in errors[1]
+    status, out, _ = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "3",
+                             "--out", str(out_dir), "--json")
+    result = json.loads(out)
+    assert status == 0 and result["explanations"][0]["figure"] == str(out_dir / "test-3.png")
+
+
 def one_line_error(capsys, argv, expected, status=1):
     try:
         actual = main(argv)
@@ -518,7 +544,7 @@ def test_every_command_that_prints_a_result_takes_json():
 
     for name in COMMANDS:
         if name != "serve":  # it prints no result: it serves until stopped
-            assert parse_arguments([name, "--json", *(["0"] if name == "predict" else [])]).json is True
+            assert parse_arguments([name, "--json", *(["0"] if name in ("predict", "explain") else [])]).json is True
 
 
 def test_install_hints_are_commands_that_work_in_a_clone():
@@ -531,7 +557,8 @@ def test_install_hints_are_commands_that_work_in_a_clone():
 HELP_SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
 
 
-@pytest.mark.parametrize("command", ["", "download", "train", "evaluate", "predict", "report", "export", "serve"])
+@pytest.mark.parametrize("command", ["", "download", "train", "evaluate", "predict", "explain", "report", "export",
+                                     "serve"])
 def test_help_matches_its_snapshot(command, monkeypatch, capsys):
     """Every flag, default and wording of --help, as a user sees it. A change to the interface shows
     here; after a deliberate one, rewrite the snapshots: CNN_MNIST_UPDATE_SNAPSHOTS=1 pytest -k help."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from cnn_mnist.training.lock import check_model_dir
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-COMMANDS = ("download", "train", "evaluate", "predict", "report", "export", "serve")
+COMMANDS = ("download", "train", "evaluate", "predict", "explain", "report", "export", "serve")
 
 log = logging.getLogger("cnn_mnist")
 
@@ -178,6 +179,45 @@ def predict(args) -> int:
 
 
 PREDICT_BATCH_SIZE = 10_000  # inputs per network call (the CPU slices it to its caches itself)
+
+
+def explain(args) -> int:
+    from cnn_mnist.training.atomic import prepare_output_dir
+    from cnn_mnist.use.explain import explain as explain_digit
+    from cnn_mnist.use.explain import figure_png
+    from cnn_mnist.use.predictor import Predictor
+
+    _check_device(args.device)
+    _require_model_dir(args.model_dir, args.model_dir_is_default)
+    inputs = _read_predict_inputs(args.inputs, args.data_dir)
+    predictor = Predictor(args.model_dir, device=args.device)
+    out = prepare_output_dir(args.out, "--out") if any(item.pixels is not None for item in inputs) else None
+    written, taken = [], set()
+    for item in inputs:
+        row = item.row
+        if "error" in row or row["no_digit"]:
+            print(f"cnn-mnist: error: {row.get('error') or row['detail']}", file=sys.stderr)
+            continue
+        # the figure of seven.png is seven.png, of test[3] test-3.png, of digits.npy[2] digits-2.png
+        name_part = re.sub(r"\.(png|jpe?g|bmp|gif|webp|tiff?|ppm|npy)(?=\[|$)", "", Path(row["input"]).name, flags=re.I)
+        stem, n = re.sub(r"[^A-Za-z0-9._-]+", "-", name_part).strip("-") or "image", 1
+        while (name := f"{stem}.png" if n == 1 else f"{stem}-{n}.png") in taken:
+            n += 1
+        taken.add(name)
+        explanation = explain_digit(predictor, item.pixels)
+        try:
+            (out / name).write_bytes(figure_png(explanation, row["input"]))
+        except OSError as err:
+            raise CnnMnistError(f"cannot write {out / name}: {err.strerror or err}") from None
+        written.append({"input": row["input"], "class": explanation.predicted, "runner_up": explanation.runner_up,
+                        "figure": str(out / name)})
+    if args.json:
+        print(json.dumps({"checkpoint": str(predictor.checkpoint_path.absolute()), "explanations": written}))
+    else:
+        for entry in written:
+            print(f"{entry['input']}: read as {entry['class']} (runner-up {entry['runner_up']}); "
+                  f"wrote {entry['figure']}")
+    return EXIT_ERROR if len(written) < len(inputs) else 0
 
 
 def format_predictions(rows: list[dict]) -> str:
@@ -567,6 +607,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "on dark), a test-set index (0-9999), or a .npy file of 784 pixels or 28x28 images")
     sub.add_argument("--save-prepared", type=directory, metavar="DIR",
                      help="write the 28x28 image the network saw for each image file to DIR/<name>.png")
+    device(sub)
+
+    sub = command("explain", explain, "what each layer of the network makes of each image, and which pixels "
+                  "decided: one PNG figure per image", "print JSON: the checkpoint and, per input, its class and "
+                  "figure")
+    sub.epilog = ("INPUTs are read as predict reads them. Each figure shows the input, conv1's 32 maps after ReLU "
+                  "and after pooling, conv2's 64 likewise, the 1,024 dense units, the integrated-gradients "
+                  "attribution towards the answer against the runner-up, conv1's filters and the probabilities. "
+                  "Exit status 1 if any INPUT could not be read or holds no digit.")
+    model_dir(sub)
+    data_dir(sub)
+    sub.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="an image file, a test-set index (0-9999), or a .npy file of 28x28 images")
+    sub.add_argument("--out", type=directory, default="explanations", metavar="DIR",
+                     help="folder for the figures, <input name>.png each (default: ./explanations)")
     device(sub)
 
     sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "

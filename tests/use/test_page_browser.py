@@ -149,3 +149,36 @@ def test_the_layout_does_not_shift_when_a_prediction_arrives(browser, url):
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= VIEWPORTS[viewport]["width"], f"{viewport}: the page scrolls sideways ({width}px)"
         page.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_inside_the_network_shows_every_stage_and_a_clicked_maps_filter(browser, url, viewport):
+    page, errors = open_page(browser, url, viewport)
+    draw(page, DIGITS["7"])
+    assert shown_class(page) == "7"
+    page.wait_for_selector("#inside[data-state='ready'][data-busy='false']")
+    stages = ["input", "conv1", "pool1", "conv2", "pool2", "dense", "softmax"]
+    assert page.locator("#stages figure").evaluate_all("fs => fs.map(f => f.dataset.stage)") == stages
+    for stage in stages[:-1]:  # every tile decoded and laid out at a visible size
+        image = page.locator(f"#stages figure[data-stage='{stage}'] img")
+        assert image.evaluate("img => img.complete && img.naturalWidth > 0"), stage
+        assert image.bounding_box()["width"] >= 60, stage
+    assert "[batch, 28, 28, 32]" in page.locator("#stages figure[data-stage='conv1'] figcaption").text_content()
+    assert "[batch, 7, 7, 64]" in page.locator("#stages figure[data-stage='pool2'] figcaption").text_content()
+    assert "towards 7" in page.locator("#attribution-caption").text_content()
+    # Map 9 sits in the second row, second column of conv1's 8-wide tile sheet.
+    conv1 = page.locator("#stages figure[data-stage='conv1'] img")
+    box = conv1.bounding_box()
+    conv1.click(position={"x": box["width"] * 1.5 / 8, "y": box["height"] * 1.5 / 4})
+    assert page.locator("#filter-view").get_attribute("data-filter") == "9"
+    assert page.locator("#filter-caption").text_content().startswith("conv1 filter 9 (5x5)")
+    painted = page.evaluate("""() => { const c = document.getElementById('filter');
+        const data = c.getContext('2d').getImageData(0, 0, 5, 5).data;
+        return [c.width, c.height, data.some(v => v !== 255 && v !== 0)]; }""")
+    assert painted == [5, 5, True]
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= VIEWPORTS[viewport]["width"], f"{viewport}: the page scrolls sideways ({width}px)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"page-{viewport}-inside.png", animations="disabled", full_page=True)
+    assert errors == []
+    page.close()

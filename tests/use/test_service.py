@@ -370,10 +370,40 @@ def test_the_cli_does_not_import_the_web_stack_until_serve():
     assert out.strip() == "[]"
 
 
+# -- /v1/explain ----------------------------------------------------------------------------------
+
+
+def test_explain_answers_an_image_with_every_stage_and_the_attribution(client, predictor):
+    pytest.importorskip("captum")
+    response = client.post("/v1/explain", content=GOOD, headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"global_step", "checkpoint", "explanations"}
+    (row,) = body["explanations"]
+    expected = predictor.predict(np.asarray(row["prepared"], dtype=np.float32) / 255)
+    assert row["class"] == int(expected.classes[0]) and row["no_digit"] is False
+    assert [stage["name"] for stage in row["stages"]] == ["conv1", "pool1", "conv2", "pool2", "dense"]
+    assert [stage["shape"] for stage in row["stages"]] == [[32, 28, 28], [32, 14, 14], [64, 14, 14], [64, 7, 7],
+                                                           [1024]]
+    assert row["attribution"]["towards"] == row["class"] and np.shape(row["attribution"]["values"]) == (28, 28)
+    assert np.shape(row["filters"]["values"]) == (32, 5, 5)
+
+
+def test_explain_has_predicts_limits_and_errors(client):
+    blank = client.post("/v1/explain", content=BLANK_PNG, headers={"content-type": "image/png"}).json()
+    assert blank["explanations"][0]["no_digit"] is True and "no digit" in blank["explanations"][0]["detail"]
+    nine = client.post("/v1/explain", json={"images": [np.zeros((28, 28)).tolist()] * 9})
+    assert nine.status_code == 422 and "at most 8 images" in nine.json()["detail"]
+    assert client.post("/v1/explain", content=b"not an image", headers={"content-type": "image/png"}).status_code == 422
+    assert client.post("/v1/explain", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+    assert "/v1/explain" in client.get("/openapi.json").json()["paths"]
+
+
 # -- fuzzing --------------------------------------------------------------------------------------
 
 
-def test_predict_never_answers_a_fuzzed_request_with_a_5xx(predictor):
+@pytest.mark.parametrize(("path", "examples"), [("/v1/predict", 250), ("/v1/explain", 60)])
+def test_no_fuzzed_request_is_answered_with_a_5xx(predictor, path, examples):
     """Requests drawn from /openapi.json, valid and invalid, in every content type it lists."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
@@ -387,10 +417,10 @@ def test_predict_never_answers_a_fuzzed_request_with_a_5xx(predictor):
     for media_type in ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff"):
         schemathesis.openapi.media_type(media_type, images)
     app = create_app(predictor=predictor, max_body_bytes=SMALL_LIMIT)
-    operation = schemathesis.openapi.from_asgi("/openapi.json", app)["/v1/predict"]["POST"]
+    operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path]["POST"]
     statuses = {}
 
-    @settings(max_examples=250, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
                           operation.as_strategy(GenerationMode.NEGATIVE)))

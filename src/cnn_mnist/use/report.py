@@ -211,7 +211,7 @@ def most_confident_mistakes(probabilities: np.ndarray, classes: np.ndarray, labe
 # -- figures -------------------------------------------------------------------------------------------
 
 
-def _new_figure(width_in: float, height_in: float):
+def new_figure(width_in: float, height_in: float):
     """A Figure drawn by Agg, made without pyplot: no global backend, no display, no figure registry."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -231,7 +231,7 @@ def png_bytes(figure) -> bytes:
 
 def plot_training_curves(curves: TrainingCurves):
     """Loss (log scale) and accuracy against global step; train solid blue, validation dashed vermillion."""
-    figure = _new_figure(10, 3.8)
+    figure = new_figure(10, 3.8)
     axes = figure.subplots(1, 2)
     for ax, tag, title in ((axes[0], "loss", "Loss (cross-entropy)"), (axes[1], "accuracy", "Accuracy")):
         for curves_by_tag, label, style in (
@@ -267,7 +267,7 @@ def _use_log_scale_if_wide(ax, values: list[np.ndarray]) -> None:
 def plot_confusion_matrix(confusion: np.ndarray):
     """Counts as a 'Blues' heat map, each cell annotated; zeros faint so the errors stand out."""
     n = len(confusion)
-    figure = _new_figure(6.2, 5.4)
+    figure = new_figure(6.2, 5.4)
     ax = figure.subplots()
     image = ax.imshow(confusion, cmap="Blues", vmin=0, vmax=max(int(confusion.max()), 1))
     threshold = 0.55 * max(int(confusion.max()), 1)
@@ -292,7 +292,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, classes: np.ndarray, p
     """The given test images in a 5-wide grid, dark ink on white, each titled true/predicted/probability."""
     columns = 5
     rows = max(1, -(-len(indices) // columns))
-    figure = _new_figure(7.5, 1.75 * rows + 0.2)
+    figure = new_figure(7.5, 1.75 * rows + 0.2)
     axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
     for ax in axes:
         ax.set_axis_off()
@@ -305,7 +305,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, classes: np.ndarray, p
 
 def plot_reliability(calibration: Calibration):
     """Accuracy per confidence bin against the diagonal, over a log-scale count histogram."""
-    figure = _new_figure(6.2, 6.0)
+    figure = new_figure(6.2, 6.0)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
     edges, width = calibration.edges, np.diff(calibration.edges)
     filled = calibration.counts > 0
@@ -340,7 +340,7 @@ def plot_filters(weight: np.ndarray, columns: int = 8):
     kernels = np.asarray(weight)[:, 0]
     rows = -(-len(kernels) // columns)
     limit = float(np.abs(kernels).max()) or 1.0
-    figure = _new_figure(8, 0.86 * rows + 0.2)  # square cells with the colour bar beside them
+    figure = new_figure(8, 0.86 * rows + 0.2)  # square cells with the colour bar beside them
     axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
     image = None
     for i, ax in enumerate(axes):

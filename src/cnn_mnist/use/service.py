@@ -1,5 +1,6 @@
-"""The HTTP service: ``POST /v1/predict`` for images and pixel arrays, ``GET /healthz``, and the
-draw-a-digit page at ``/``, around one Predictor loaded at start-up and shared by every request.
+"""The HTTP service: ``POST /v1/predict`` for images and pixel arrays, ``POST /v1/explain`` for what
+each layer makes of a digit, ``GET /healthz``, and the draw-a-digit page at ``/``, around one
+Predictor loaded at start-up and shared by every request.
 
 A request goes read -> decode -> predict -> encode. Only reading the body runs on the event loop;
 decoding images and running the network happen in the threadpool, so a slow client or a big
@@ -41,6 +42,8 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # a 280x280 canvas PNG is ~10 kB; 4 MiB leaves room for batches and photos
 MAX_IMAGES = 64
 """Images per request, in any form; more is a 422."""
+MAX_EXPLAIN_IMAGES = 8
+"""Images per /v1/explain request (each costs a forward pass and 32 backward ones); more is a 422."""
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
@@ -157,6 +160,48 @@ class PredictResponse(BaseModel):
     predictions: list[ImagePrediction] = Field(description="one per image, in request order")
 
 
+class ExplainStage(BaseModel):
+    name: str = Field(description="conv1, pool1, conv2, pool2 or dense")
+    label: str = Field(description="the tutorial's name and shape, e.g. 'conv1 + ReLU [batch, 28, 28, 32]'")
+    shape: list[int] = Field(description="(channels, height, width), or (units,) for dense")
+    columns: int = Field(description="maps per row of the tile sheet (dense: one 16x64 strip)")
+    tile: str = Field(description="the maps as one greyscale PNG tile sheet, a data: URL; 0-255 spans min..max")
+    min: float = Field(description="the value drawn as 0")
+    max: float = Field(description="the value drawn as 255")
+    top_units: list[int] | None = Field(None, description="dense only: the most active units, most first")
+
+
+class ExplainAttribution(BaseModel):
+    towards: int = Field(description="the predicted digit: positive values pushed towards it")
+    against: int = Field(description="the runner-up: negative values pushed towards it")
+    values: list[list[float]] = Field(description="28x28 integrated gradients of logit[towards] - logit[against]")
+    max_abs: float
+    logit_difference: float = Field(description="logit[towards] - logit[against] at this digit")
+    completeness_gap: float = Field(description="sum(values) minus that difference less a blank image's")
+
+
+class ImageExplanation(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    input: str = Field(description="as in /v1/predict")
+    no_digit: bool = Field(description="true when the image is blank: nothing to explain")
+    detail: str | None = Field(None, description="why no digit was found")
+    digit: int | None = Field(None, alias="class", description="the predicted digit")
+    runner_up: int | None = None
+    probabilities: list[float] | None = None
+    logits: list[float] | None = None
+    prepared: list[list[int]] | None = Field(None, description="the 28x28 uint8 input the network saw")
+    stages: list[ExplainStage] | None = None
+    attribution: ExplainAttribution | None = None
+    filters: dict | None = Field(None, description="conv1's 32 5x5 kernels (values) and their max_abs")
+
+
+class ExplainResponse(BaseModel):
+    global_step: int
+    checkpoint: str
+    explanations: list[ImageExplanation] = Field(description="one per image, in request order")
+
+
 class ErrorResponse(BaseModel):
     detail: str
 
@@ -237,6 +282,17 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
         inputs = await read_inputs(request, max_body_bytes)
         predictions = await run_in_threadpool(predict_inputs, predictor, inputs, include_prepared)
         return JSONResponse({**model, "predictions": predictions})
+
+    @app.post("/v1/explain", summary="what each layer makes of one or a few digits, and which pixels decided",
+              response_model=ExplainResponse, openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
+              responses={code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()})
+    async def explain(request: Request) -> JSONResponse:
+        inputs = await read_inputs(request, max_body_bytes)
+        if len(inputs) > MAX_EXPLAIN_IMAGES:
+            raise HTTPException(422, f"/v1/explain takes at most {MAX_EXPLAIN_IMAGES} images, got {len(inputs)}; "
+                                     "send the others in more requests")
+        explanations = await run_in_threadpool(explain_inputs, predictor, inputs)
+        return JSONResponse({**model, "explanations": explanations})
 
     html = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -374,6 +430,23 @@ def predict_inputs(predictor: Predictor, inputs: list[_Input], include_prepared:
     if include_prepared:
         for row, pixels in zip(rows, prepared, strict=True):
             row["prepared"] = None if pixels is None else pixels.tolist()
+    return rows
+
+
+def explain_inputs(predictor: Predictor, inputs: list[_Input]) -> list[dict]:
+    """Prepare every input as /v1/predict does, then explain each digit (see ``explain``)."""
+    from cnn_mnist.use.explain import explain, to_json
+
+    rows = []
+    for item in inputs:
+        try:
+            pixels = prepare(item)
+        except NoDigitError as error:
+            rows.append({"input": item.name, "no_digit": True, "detail": str(error)})
+            continue
+        answer = to_json(explain(predictor, pixels))
+        answer["prepared"] = answer.pop("input")
+        rows.append({"input": item.name, "no_digit": False, **answer})
     return rows
 
 

@@ -1,5 +1,7 @@
 // The draw-a-digit page: pointer strokes on a canvas, sent as a PNG to POST /v1/predict while
 // drawing (at most every PREDICT_EVERY_MS) and at each stroke's end; the newest answer is shown.
+// The same PNG then goes to POST /v1/explain, one request at a time: a drawing that changes while
+// one is out waits, and only the newest is sent when it returns.
 "use strict";
 
 (() => {
@@ -19,6 +21,14 @@
   const seenContext = seen.getContext("2d");
   const bars = Array.from(document.querySelectorAll("#bars li"));
   const modelInfo = document.getElementById("model-info");
+  const inside = document.getElementById("inside");
+  const insideLede = document.getElementById("inside-lede");
+  const stagesBox = document.getElementById("stages");
+  const filterView = document.getElementById("filter-view");
+  const filterCanvas = document.getElementById("filter");
+  const filterCaption = document.getElementById("filter-caption");
+  const attributionCanvas = document.getElementById("attribution");
+  const attributionCaption = document.getElementById("attribution-caption");
 
   // strokes in pad units (0-1 on both axes), so the pad can be redrawn at any size and exported at one
   const strokes = [];
@@ -28,6 +38,9 @@
   let version = 0;           // bumped at every change of the drawing
   let shownVersion = 0;      // the drawing version whose answer is on screen
   let timer = null;
+  let explaining = false;    // a /v1/explain request is out
+  let explainWanted = 0;     // the newest drawing version waiting for an explanation (0: none)
+  let filters = null;        // conv1's kernels, from the newest explanation
 
   // -- drawing ------------------------------------------------------------------------------------
 
@@ -117,6 +130,8 @@
     render(padContext, pad.width);
     hint.classList.remove("hidden");
     showEmpty();
+    explainWanted = 0;
+    showInsideEmpty("Draw a digit to see what each layer makes of it.");
   }
 
   // -- predicting ---------------------------------------------------------------------------------
@@ -160,6 +175,169 @@
     else showDigit(answer.predictions[0]);
     describeModel(answer);
     settle();
+    if (state === "digit") requestExplanation(asked);
+    else showInsideEmpty(state === "no-digit" ? "No digit to look inside." : "Draw a digit to see what each layer makes of it.");
+  }
+
+  // -- explaining ---------------------------------------------------------------------------------
+
+  function requestExplanation(asked) {
+    explainWanted = Math.max(explainWanted, asked);
+    if (!explaining) explain();
+  }
+
+  async function explain() {
+    const asked = explainWanted;
+    explainWanted = 0;
+    explaining = true;
+    inside.dataset.busy = "true";
+    try {
+      const response = await fetch("v1/explain", {
+        method: "POST", headers: { "Content-Type": "image/png" }, body: await exportPng(),
+      });
+      const body = await response.json();
+      const explanation = response.ok ? body.explanations[0] : null;
+      if (asked === shownVersion && strokes.length) {   // still the drawing on screen
+        if (explanation && !explanation.no_digit) showInside(explanation);
+        else showInsideEmpty(explanation ? "No digit to look inside." : (body.detail || `HTTP ${response.status}`));
+      }
+    } catch (error) {
+      showInsideEmpty("The server did not answer the explanation.");
+    }
+    explaining = false;
+    inside.dataset.busy = "false";
+    if (explainWanted && explainWanted >= shownVersion) explain();   // coalesced: only the newest drawing
+  }
+
+  function showInsideEmpty(message) {
+    inside.dataset.state = "empty";
+    insideLede.textContent = message;
+    stagesBox.replaceChildren();
+    filters = null;
+    filterView.dataset.filter = "";
+    filterCaption.textContent = "Click a conv1 map to see the 5x5 filter that made it.";
+    clearCanvas(filterCanvas);
+    clearCanvas(attributionCanvas);
+    attributionCaption.textContent = "Integrated gradients appear here.";
+  }
+
+  function showInside(explanation) {
+    inside.dataset.state = "ready";
+    insideLede.textContent = "Each stage as the tutorial names it, with its shape. Black is 0; white is the " +
+      "stage's largest value, shown under it. Click a conv1 map to see its filter.";
+    const figures = [stageFigure("input", "input [batch, 28, 28, 1]", inputTile(explanation.prepared), "0", "255")];
+    for (const stage of explanation.stages) {
+      const figure = stageFigure(stage.name, stage.label, stage.tile, "0", stage.max.toPrecision(3));
+      if (stage.name === "dense") {
+        const units = stage.top_units.slice(0, 5).map(String).join(", ");
+        figure.querySelector("figcaption").append(` · most active units: ${units}`);
+      }
+      if (stage.name === "conv1") {
+        const image = figure.querySelector("img");
+        image.classList.add("clickable");
+        image.title = "Click a map to see its 5x5 filter";
+        image.addEventListener("click", (event) => selectFilter(event, image, stage));
+      }
+      figures.push(figure);
+    }
+    figures.push(probabilityFigure(explanation));
+    stagesBox.replaceChildren(...figures);
+    filters = explanation.filters;
+    const selected = Number(filterView.dataset.filter);
+    if (filterView.dataset.filter !== "") drawFilter(selected);
+    drawAttribution(explanation.attribution);
+  }
+
+  function stageFigure(name, label, source, low, high) {
+    const figure = document.createElement("figure");
+    figure.className = "stage";
+    figure.dataset.stage = name;
+    const image = document.createElement("img");
+    image.src = source;
+    image.alt = label;
+    const caption = document.createElement("figcaption");
+    const scale = document.createElement("span");
+    scale.className = "scale grey";
+    scale.setAttribute("aria-hidden", "true");
+    const range = document.createElement("span");
+    range.className = "range";
+    range.textContent = `${low} – ${high}`;
+    caption.append(label, document.createElement("br"), scale, range);
+    figure.append(image, caption);
+    return figure;
+  }
+
+  function probabilityFigure(explanation) {
+    const figure = document.createElement("figure");
+    figure.className = "stage";
+    figure.dataset.stage = "softmax";
+    const list = document.createElement("ol");
+    list.className = "mini-bars";
+    explanation.probabilities.forEach((p, digit) => {
+      const item = document.createElement("li");
+      item.style.setProperty("--p", String(p));
+      item.classList.toggle("top", digit === explanation.class);
+      item.textContent = String(digit);
+      list.append(item);
+    });
+    const caption = document.createElement("figcaption");
+    caption.textContent = "logits [batch, 10] → softmax";
+    figure.append(list, caption);
+    return figure;
+  }
+
+  function inputTile(prepared) {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 28;
+    const context = canvas.getContext("2d");
+    const image = context.createImageData(28, 28);
+    prepared.flat().forEach((value, at) => {
+      image.data.set([value, value, value, 255], 4 * at);
+    });
+    context.putImageData(image, 0, 0);
+    return canvas.toDataURL("image/png");
+  }
+
+  function selectFilter(event, image, stage) {
+    const box = image.getBoundingClientRect();
+    const rows = Math.ceil(stage.shape[0] / stage.columns);
+    const column = Math.min(stage.columns - 1, Math.floor((event.clientX - box.left) / box.width * stage.columns));
+    const row = Math.min(rows - 1, Math.floor((event.clientY - box.top) / box.height * rows));
+    drawFilter(row * stage.columns + column);
+  }
+
+  function drawFilter(index) {
+    if (!filters || !(index >= 0 && index < filters.values.length)) return;
+    filterView.dataset.filter = String(index);
+    paintDiverging(filterCanvas, filters.values[index], filters.max_abs);
+    filterCaption.textContent = `conv1 filter ${index} (5x5): red weights add, blue ones subtract. Map ${index} ` +
+      "is this filter slid over the input, then ReLU. Scale: ±" + filters.max_abs.toPrecision(2);
+  }
+
+  function drawAttribution(attribution) {
+    paintDiverging(attributionCanvas, attribution.values, attribution.max_abs);
+    attributionCaption.textContent = `Red pixels pushed the answer towards ${attribution.towards}, blue ones ` +
+      `towards ${attribution.against}, the runner-up (integrated gradients from a blank image; ±` +
+      `${attribution.max_abs.toPrecision(2)} at full colour).`;
+  }
+
+  function paintDiverging(canvas, rows, maxAbs) {
+    const height = rows.length, width = rows[0].length;
+    canvas.width = width;
+    canvas.height = height;
+    const context = canvas.getContext("2d");
+    const image = context.createImageData(width, height);
+    const scale = maxAbs > 0 ? 1 / maxAbs : 0;
+    rows.flat().forEach((value, at) => {
+      const t = Math.max(-1, Math.min(1, value * scale));
+      const fade = Math.round(255 * (1 - Math.abs(t)));        // white at 0, full colour at ±max
+      image.data.set(t >= 0 ? [255, fade, fade, 255] : [fade, fade, 255, 255], 4 * at);
+    });
+    context.putImageData(image, 0, 0);
+  }
+
+  function clearCanvas(canvas) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   }
 
   function settle() {
