@@ -45,7 +45,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[export,serve]'
+	$(PIP) -e '.[export,serve,robustness]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

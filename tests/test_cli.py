@@ -208,6 +208,23 @@ def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_m
     assert status == 0 and result["explanations"][0]["figure"] == str(out_dir / "test-3.png")
 
 
+def test_evaluate_corruptions_prints_each_accuracy_and_the_mean(trained, tiny_mnist_dir, capsys):
+    pytest.importorskip("skimage")
+    from cnn_mnist.data.corruptions import CORRUPTIONS
+
+    argv = ["evaluate", "--corruptions", "--corruption-images", "12", "--model-dir", str(trained),
+            "--data-dir", str(tiny_mnist_dir)]
+    status, out, _ = run_cli(capsys, *argv, "--json")
+    result = json.loads(out)
+    assert status == 0 and result["images"] == 12 and list(result["corruptions"]) == list(CORRUPTIONS)
+    assert result["mean"] == pytest.approx(sum(result["corruptions"].values()) / 15)
+    assert result["worst"]["accuracy"] == min(result["corruptions"].values()) and 0 <= result["clean"] <= 1
+    status, out, _ = run_cli(capsys, *argv)
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 18 and lines[-1].startswith("mean of 15")
+    assert json.loads(run_cli(capsys, *argv, "--json")[1]) == result  # the same corrupted digits every run
+
+
 def one_line_error(capsys, argv, expected, status=1):
     try:
         actual = main(argv)

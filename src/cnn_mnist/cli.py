@@ -124,6 +124,9 @@ def evaluate(args) -> None:
             log.warning("%s was trained on all 60,000 images: the validation split was part of its training",
                         model_dir)
     split = load_mnist(args.data_dir, progress=not args.quiet).split(args.split)
+    if args.corruptions:
+        _evaluate_corruptions(args, split)
+        return
     if len(args.model_dir) > 1:
         from cnn_mnist.use.ensemble import Ensemble
 
@@ -140,6 +143,25 @@ def evaluate(args) -> None:
     results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split,
                                   progress=not args.quiet)
     print_result(results, args.json)
+
+
+def _evaluate_corruptions(args, split) -> None:
+    from cnn_mnist.use.ensemble import Ensemble
+    from cnn_mnist.use.predictor import Predictor
+    from cnn_mnist.use.robustness import evaluate_corruptions, format_table
+
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        raise CnnMnistError(f"evaluate --corruptions needs scikit-image, which is not installed; "
+                            f"{install_hint('robustness')}") from None
+    model = Predictor(args.model_dir[0], device=args.device) if len(args.model_dir) == 1 else \
+        Ensemble(args.model_dir, device=args.device)
+    count = min(args.corruption_images, len(split.images))
+    log.info("Evaluating on the first %d %s digits under the 15 corruptions of MNIST-C (in its style)", count,
+             args.split)
+    results = evaluate_corruptions(model, split.images[:count].numpy(), split.labels[:count].numpy())
+    print_result(results, args.json, format_table(results))
 
 
 def predict(args) -> int:
@@ -394,6 +416,7 @@ def load_npy_images(path: str) -> np.ndarray:
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
                "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
+               "augment_brightness", "augment_contrast", "augment_noise",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision", "device", "deterministic")
 
@@ -569,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
                type=non_negative_float, metavar="PX")
     train_flag("--augment-elastic", "distort each training image by a smooth random field of about PX pixels",
                type=non_negative_float, metavar="PX")
+    train_flag("--augment-brightness", "add a grey background of a random level in [0, B] to each training image",
+               type=fraction, metavar="B")
+    train_flag("--augment-contrast", "make each training image's ink fainter by a random factor in [1 - C, 1]",
+               type=fraction, metavar="C")
+    train_flag("--augment-noise", "add Gaussian pixel noise of a random standard deviation in [0, S]",
+               type=non_negative_float, metavar="S")
     train_flag("--seed", "seeds weights, data order, dropout and augmentation", type=int, metavar="N")
     train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
                "it off", type=non_negative_int, metavar="N")
@@ -592,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_dir(sub, several=True)
     data_dir(sub)
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
+    sub.add_argument("--corruptions", action="store_true",
+                     help="accuracy under each of MNIST-C's 15 corruptions (in its style) and their mean, instead")
+    sub.add_argument("--corruption-images", type=positive_int, default=1000, metavar="N",
+                     help="with --corruptions: the first N digits of the split (default: 1000)")
     device(sub)
 
     sub = command("predict", predict, "classes and probabilities for image files, test-set images or .npy files",

@@ -106,3 +106,29 @@ def test_the_elastic_field_is_a_bicubic_resize_of_the_coarse_one():
     coarse = torch.randn(8, 2, 7, 7, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=False)
     torch.testing.assert_close(smooth_upsample(coarse), expected, atol=2e-6, rtol=0)
+
+
+def test_photometric_augmentation_greys_the_paper_fades_the_ink_and_adds_noise():
+    images = digits()
+    paper = images == 0
+    grey = augment(images, Augmentation(brightness=0.5), torch.Generator().manual_seed(1))[:, 0]
+    levels = grey[paper].reshape(-1)
+    assert levels.min() >= 0 and levels.max() <= 0.5 and levels.std() > 0  # each image its own grey
+    faded = augment(images, Augmentation(contrast=0.6), torch.Generator().manual_seed(1))[:, 0]
+    ink = faded.amax(dim=(1, 2))
+    assert (ink >= 0.4 - 1e-6).all() and (ink <= 1).all() and ink.min() < 0.9 and (faded[paper] == 0).all()
+    noisy = augment(images, Augmentation(noise=0.2), torch.Generator().manual_seed(1))[:, 0]
+    assert noisy[paper].max() > 0 and noisy.min() >= 0 and noisy.max() <= 1
+    assert Augmentation(noise=0.1) and Augmentation(brightness=0.2)
+
+
+def test_photometric_augmentation_leaves_the_geometric_draws_as_they_were():
+    """The brightness, contrast and noise numbers are drawn after the geometric ones: a geometric
+    run's batches are unchanged, and adding brightness changes nothing but the levels."""
+    images = digits()
+    geometric = augment(images, Augmentation(rotation=10, shift=2), torch.Generator().manual_seed(5))
+    both = augment(images, Augmentation(rotation=10, shift=2, brightness=0.3), torch.Generator().manual_seed(5))
+    assert torch.equal(geometric, augment(images, Augmentation(rotation=10, shift=2), torch.Generator().manual_seed(5)))
+    assert torch.equal(both >= geometric - 1e-6, torch.ones_like(both, dtype=torch.bool))
+    offsets = (both - geometric)[:, 0][images == 0]
+    assert offsets.max() <= 0.3 + 1e-6

@@ -32,7 +32,8 @@ from cnn_mnist.use.report import (
 # --eval-every writes a validation curve: one point, at step 10, as each costs 5,000 images.
 TRAIN = ["--steps", "10", "--optimizer", "sgd", "--learning-rate", "0.02", "--eval-every", "10",
          "--log-probabilities-every", "0"]
-PNGS = ("training_curves.png", "confusion_matrix.png", "mistakes.png", "reliability.png", "filters.png")
+PNGS = ("training_curves.png", "confusion_matrix.png", "mistakes.png", "reliability.png", "filters.png",
+        "robustness.png")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,22 @@ def test_the_figures_are_the_ones_evaluate_prints(report, trained, tiny_mnist_di
     assert metrics["checkpoint"] == "model.ckpt-10.pt" and metrics["training_seconds"] > 0
     summary = re.sub(r"<[^>]+>", " ", report["html"])
     assert f"{metrics['accuracy'] * 100:.2f}%" in summary and f"{metrics['ece']:.4f}" in summary
+
+
+def test_the_robustness_section_gives_what_evaluate_corruptions_prints(report, trained, tiny_mnist_dir, no_verify,
+                                                                       capsys):
+    pytest.importorskip("skimage")
+    from cnn_mnist.data.corruptions import CORRUPTIONS
+
+    robustness = report["metrics"]["robustness"]
+    assert list(robustness["corruptions"]) == list(CORRUPTIONS)
+    count = robustness["images"]
+    assert main(["evaluate", "-q", "--json", "--corruptions", "--corruption-images", str(count), "--model-dir",
+                 str(trained), "--data-dir", str(tiny_mnist_dir)]) == 0
+    assert json.loads(capsys.readouterr().out) == robustness
+    section = report["html"].split('<section id="robustness">')[1].split("</section>")[0]
+    assert f"{robustness['mean']:.4f}" in section and 'src="data:image/png;base64,' in section
+    assert (report["out"] / "robustness.png").is_file()
 
 
 def test_the_page_stands_alone(report):

@@ -38,6 +38,12 @@ class Augmentation:
     """Pixels of translation, each axis."""
     elastic: float = 0.0
     """Pixels: standard deviation of a smooth random displacement of every pixel (elastic distortion)."""
+    brightness: float = 0.0
+    """A grey background: a level drawn in [0, x] added to every pixel (a uniform grey paper). 0 = off."""
+    contrast: float = 0.0
+    """Fainter ink: the image scaled by a factor drawn in [1 - x, 1]. 0 = off."""
+    noise: float = 0.0
+    """Pixel noise: Gaussian, its standard deviation drawn in [0, x] per image. 0 = off."""
 
     def __post_init__(self):
         for field in fields(self):
@@ -46,6 +52,9 @@ class Augmentation:
                 raise ConfigError(f"augmentation {field.name} must be a finite number >= 0, got {value!r}")
         if self.scale >= 1:
             raise ConfigError(f"augmentation scale must be below 1 (sizes 1 +- scale), got {self.scale}")
+        for name in ("brightness", "contrast"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"augmentation {name} must be at most 1, got {getattr(self, name)}")
 
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self))
@@ -105,4 +114,14 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
         coarse = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator, device=x.device)
         grid.add_(smooth_upsample(coarse), alpha=augmentation.elastic * 2.0 / SIZE)
     grid = grid.permute(0, 2, 3, 1)  # (N, 28, 28, 2), as grid_sample wants it; a view, no copy
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
+    if augmentation.brightness or augmentation.contrast or augmentation.noise:
+        # Drawn after the geometric numbers, and only when asked for: runs without them draw as before.
+        v = torch.rand(n, 3, 1, 1, generator=generator, device=x.device)
+        x = x * (1.0 - augmentation.contrast * v[:, 0:1])
+        x = x + augmentation.brightness * v[:, 1:2]
+        if augmentation.noise:
+            noise = torch.randn(x.shape, generator=generator, device=x.device)
+            x = x + noise * (augmentation.noise * v[:, 2:3])
+        x = x.clamp_(0.0, 1.0)
+    return x

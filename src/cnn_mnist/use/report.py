@@ -351,6 +351,53 @@ def plot_filters(weight: np.ndarray, columns: int = 8):
     return figure
 
 
+ROBUSTNESS_IMAGES = 1_000  # ~20 s of corrupting and predicting here
+
+
+def measure_robustness(model_dir: Path, evaluation: TestEvaluation, device: str,
+                       images: int = ROBUSTNESS_IMAGES) -> dict | None:
+    """The checkpoint the report evaluates, under MNIST-C's 15 corruptions on the first ``images``
+    test digits, with the first digit under each as an example; None without scikit-image."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        return None
+    from cnn_mnist.data.corruptions import CORRUPTIONS, corrupt
+    from cnn_mnist.use.predictor import Predictor
+    from cnn_mnist.use.robustness import evaluate_corruptions
+
+    predictor = Predictor(model_dir, checkpoint_path=evaluation.checkpoint_path, device=device)
+    count = min(images, len(evaluation.labels))
+    results = evaluate_corruptions(predictor, evaluation.images[:count], evaluation.labels[:count])
+    results["examples"] = {name: corrupt(evaluation.images[:1], name)[0] for name in CORRUPTIONS}
+    return results
+
+
+def plot_robustness(results: dict):
+    """One bar per corruption (accuracy, the clean accuracy as a line) beside an example of each."""
+    names = list(results["corruptions"])
+    figure = new_figure(8.5, 0.36 * len(names) + 1.2)
+    bars, examples = figure.subplots(1, 2, width_ratios=[8, 1])
+    values = [results["corruptions"][name] for name in names]
+    bars.barh(range(len(names)), values, color=["#b91c1c" if v < 0.6 else "#1d4ed8" for v in values])
+    bars.axvline(results["clean"], color="#15181e", linestyle="--", linewidth=1, label=f"clean {results['clean']:.3f}")
+    bars.axvline(results["mean"], color="#9a3412", linewidth=1, label=f"mean of 15 {results['mean']:.3f}")
+    for y, value in enumerate(values):  # inside the bar's end, or just past a short one
+        inside = value > 0.15
+        bars.text(value - 0.01 if inside else value + 0.01, y, f"{value:.3f}", va="center", fontsize=8,
+                  ha="right" if inside else "left", color="white" if inside else "#15181e")
+    bars.set_yticks(range(len(names)), [name.replace("_", " ") for name in names])
+    bars.invert_yaxis()
+    bars.set_xlim(0, 1)
+    bars.set_xlabel("accuracy")
+    bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
+    strip = np.concatenate([results["examples"][name] for name in names], axis=0)  # (15*28, 28)
+    examples.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    examples.set_axis_off()
+    examples.set_title("examples", fontsize=9)
+    return figure
+
+
 # -- the page ------------------------------------------------------------------------------------------
 
 
@@ -369,6 +416,7 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     scores = per_class_scores(confusion)
     calibration = measure_calibration(evaluation.probabilities, evaluation.labels, classes=evaluation.classes)
     mistakes = most_confident_mistakes(evaluation.probabilities, evaluation.classes, evaluation.labels)
+    robustness = measure_robustness(model_dir, evaluation, device)
 
     figures = {
         "confusion_matrix.png": plot_confusion_matrix(confusion),
@@ -377,6 +425,7 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         "reliability.png": plot_reliability(calibration),
         "filters.png": plot_filters(evaluation.conv1_weight),
         "training_curves.png": plot_training_curves(curves) if curves.train or curves.validation else None,
+        "robustness.png": plot_robustness(robustness) if robustness is not None else None,
     }
     metrics = {
         "accuracy": evaluation.accuracy, "loss": evaluation.loss, "global_step": evaluation.global_step,
@@ -388,6 +437,7 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                         "accuracy": _nan_to_none(calibration.accuracy),
                         "confidence": _nan_to_none(calibration.confidence)},
         "most_confident_mistakes": mistakes.tolist(),
+        "robustness": None if robustness is None else {k: v for k, v in robustness.items() if k != "examples"},
     }
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -399,7 +449,7 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             pngs[name] = png_bytes(figure)
             (out_dir / name).write_bytes(pngs[name])
         page = render_html(model_dir, evaluation, curves, scores, calibration, mistakes, pngs,
-                           run_config=_read_config_json(model_dir))
+                           run_config=_read_config_json(model_dir), robustness=robustness)
         (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
         (out_dir / REPORT_NAME).write_text(page, encoding="utf-8")
     except OSError as err:
@@ -427,7 +477,7 @@ def _read_config_json(model_dir: Path) -> dict | str | None:
 
 def render_html(model_dir: Path, evaluation: TestEvaluation, curves: TrainingCurves, scores: list[dict],
                 calibration: Calibration, mistakes: np.ndarray, pngs: dict[str, bytes],
-                run_config: dict | str | None) -> str:
+                run_config: dict | str | None, robustness: dict | None = None) -> str:
     """The page, every image a data: URI: it opens the same from a mail attachment as from disk."""
     e = html.escape
     n = len(evaluation.labels)
@@ -474,6 +524,19 @@ def render_html(model_dir: Path, evaluation: TestEvaluation, curves: TrainingCur
         f"{len(calibration.counts)} equal-width confidence bins, weighted by the images in each bin "
         f"({int(filled.sum())} bins hold any). Bars under the diagonal mean overconfidence.</p>"
         + image("reliability.png", "reliability diagram"))
+
+    if robustness is None:
+        robustness_body = ('<p class="note">Not measured: it needs scikit-image (the <code>robustness</code> extra; '
+                           "<code>make install</code> has it).</p>")
+    else:
+        worst = robustness["worst"]
+        robustness_body = (
+            f"<p>Accuracy on the first {robustness['images']:,} test images under each of the 15 corruptions of "
+            "MNIST-C (Mu &amp; Gilmer, 2019), in this project's implementation of their definitions: mean "
+            f"<strong>{robustness['mean']:.4f}</strong> against {robustness['clean']:.4f} clean; the worst is "
+            f"{e(worst['corruption'].replace('_', ' '))} at {worst['accuracy']:.4f}. Red bars are under 0.6. "
+            "<code>cnn-mnist evaluate --corruptions</code> gives the same figures.</p>"
+            + image("robustness.png", "accuracy under each corruption, with an example image of each"))
 
     seconds = evaluation.training_seconds
     run_rows = [
@@ -544,6 +607,10 @@ over {n:,} test images. Rows of the matrix are the true classes, columns the pre
 <section id="calibration">
 <h2>Calibration</h2>
 {calibration_body}
+</section>
+<section id="robustness">
+<h2>Robustness: corrupted digits</h2>
+{robustness_body}
 </section>
 <section id="filters">
 <h2>First-layer filters</h2>
