@@ -148,13 +148,12 @@ def evaluate(args) -> None:
 def _evaluate_corruptions(args, split) -> None:
     from cnn_mnist.use.ensemble import Ensemble
     from cnn_mnist.use.predictor import Predictor
+    from cnn_mnist.data import corruptions
     from cnn_mnist.use.robustness import evaluate_corruptions, format_table
 
-    try:
-        import skimage  # noqa: F401
-    except ImportError:
+    if not corruptions.available():
         raise CnnMnistError(f"evaluate --corruptions needs scikit-image, which is not installed; "
-                            f"{install_hint('robustness')}") from None
+                            f"{install_hint('robustness')}")
     model = Predictor(args.model_dir[0], device=args.device) if len(args.model_dir) == 1 else \
         Ensemble(args.model_dir, device=args.device)
     count = min(args.corruption_images, len(split.images))

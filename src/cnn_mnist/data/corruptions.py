@@ -20,6 +20,13 @@ SIZE = 28
 CENTRE = (SIZE - 1) / 2  # 13.5: MNIST-C's transforms keep this point fixed
 
 
+def available() -> bool:
+    """Whether scikit-image, which the filters and warps need (the ``robustness`` extra), is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("skimage") is not None
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64) / 255.0
 

@@ -358,11 +358,10 @@ def measure_robustness(model_dir: Path, evaluation: TestEvaluation, device: str,
                        images: int = ROBUSTNESS_IMAGES) -> dict | None:
     """The checkpoint the report evaluates, under MNIST-C's 15 corruptions on the first ``images``
     test digits, with the first digit under each as an example; None without scikit-image."""
-    try:
-        import skimage  # noqa: F401
-    except ImportError:
+    from cnn_mnist.data.corruptions import CORRUPTIONS, available, corrupt
+
+    if not available():
         return None
-    from cnn_mnist.data.corruptions import CORRUPTIONS, corrupt
     from cnn_mnist.use.predictor import Predictor
     from cnn_mnist.use.robustness import evaluate_corruptions
 
