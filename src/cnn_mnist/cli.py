@@ -415,7 +415,8 @@ def load_npy_images(path: str) -> np.ndarray:
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
                "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
-               "augment_brightness", "augment_contrast", "augment_noise",
+               "augment_brightness", "augment_contrast", "augment_noise", "augment_stroke", "augment_erase",
+               "augment_outline", "augment_clean_share",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision", "device", "deterministic")
 
@@ -597,6 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
                type=fraction, metavar="C")
     train_flag("--augment-noise", "add Gaussian pixel noise of a random standard deviation in [0, S]",
                type=non_negative_float, metavar="S")
+    train_flag("--augment-stroke", "thicken or thin each training image's strokes by up to PX of a pixel "
+               "per side (at most 1)", type=non_negative_float, metavar="PX")
+    train_flag("--augment-erase", "fill a random rectangle of up to A of the area (0.02-0.5) of half the "
+               "training images with a random grey", type=fraction, metavar="A")
+    train_flag("--augment-outline", "replace this share of the training images, at random, by their strokes' "
+               "outline (hollow strokes)", type=fraction, metavar="S")
+    train_flag("--augment-clean-share", "leave this share of the training images, at random, without the pen, "
+               "outline, erasing, brightness, contrast and noise changes", type=fraction, metavar="S")
     train_flag("--seed", "seeds weights, data order, dropout and augmentation", type=int, metavar="N")
     train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
                "it off", type=non_negative_int, metavar="N")

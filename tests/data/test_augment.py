@@ -1,4 +1,5 @@
-"""Augmentation: random rotation, scale, shear, shift and elastic distortion of training batches."""
+"""Augmentation: random rotation, scale, shear, shift, elastic distortion, pen width, erasing and
+photometric changes of training batches."""
 
 import pytest
 import torch
@@ -67,6 +68,9 @@ def test_the_same_generator_state_gives_the_same_batch():
     ({"rotation": -1}, "rotation must be a finite number >= 0"),
     ({"shift": float("nan")}, "shift must be a finite number"),
     ({"scale": 1.0}, "scale must be below 1"),
+    ({"stroke": 1.5}, "stroke must be at most 1"),
+    ({"erase": 0.6}, "erase must be at most 0.5"),
+    ({"erase": 0.01}, "erase must be 0 \\(off\\) or at least 0.02"),
 ])
 def test_bad_ranges_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -132,3 +136,64 @@ def test_photometric_augmentation_leaves_the_geometric_draws_as_they_were():
     assert torch.equal(both >= geometric - 1e-6, torch.ones_like(both, dtype=torch.bool))
     offsets = (both - geometric)[:, 0][images == 0]
     assert offsets.max() <= 0.3 + 1e-6
+
+
+def test_pen_width_thickens_or_thins_strokes_without_moving_them():
+    images = digits(64)
+    out = augment(images, Augmentation(stroke=1), torch.Generator().manual_seed(2))[:, 0]
+    before, after = images.float().div(255).sum(dim=(1, 2)), out.sum(dim=(1, 2))
+    thicker, thinner = after > before + 1, after < before - 1
+    assert thicker.any() and thinner.any()  # both directions are drawn
+    assert (after <= before + 2 * (10 + 6)).all()  # at most one pixel more on each side of a 10x4 bar
+    torch.testing.assert_close(centre_of_mass(out)[thicker | thinner], centre_of_mass(images)[thicker | thinner],
+                               atol=0.3, rtol=0)
+    # The full amount is the 3x3 dilation or erosion itself: a 4-wide bar becomes 6 or 2 wide.
+    bar = digits(1)
+    wide = torch.nn.functional.max_pool2d(bar.float().div(255)[None], 3, stride=1, padding=1)[0]
+    assert wide.sum() == (10 + 2) * (4 + 2)
+
+
+def test_erasing_fills_one_rectangle_of_one_grey_in_about_half_the_images():
+    images = torch.full((400, 28, 28), 77, dtype=torch.uint8)  # flat, so any change is the patch
+    out = augment(images, Augmentation(erase=0.3), torch.Generator().manual_seed(4))[:, 0]
+    changed = (out - 77 / 255).abs() > 1e-6
+    erased = changed.any(dim=(1, 2))
+    assert 0.4 < erased.float().mean() < 0.6
+    for image, mask in zip(out[erased][:50], changed[erased][:50], strict=True):
+        rows, cols = mask.any(dim=1).nonzero()[:, 0], mask.any(dim=0).nonzero()[:, 0]
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all()  # a solid rectangle
+        assert mask.sum() <= 0.3 * 784 + 2 * 28 and mask.sum() >= 0.02 * 784 / 2
+        assert image[mask].unique().numel() == 1  # of one grey
+
+
+def test_newer_ingredients_leave_the_earlier_draws_as_they_were():
+    """Pen width and erasing draw after everything else: a photometric recipe's levels are unchanged."""
+    images = torch.zeros(16, 28, 28, dtype=torch.uint8)  # blank paper: the grey is all that shows
+    grey = augment(images, Augmentation(brightness=0.5), torch.Generator().manual_seed(3))
+    both = augment(images, Augmentation(brightness=0.5, stroke=0.5), torch.Generator().manual_seed(3))
+    assert torch.equal(grey, both)
+
+
+def test_a_clean_share_of_the_images_keeps_only_the_geometric_changes():
+    images = digits(400)
+    aug = Augmentation(shift=2, brightness=0.5, noise=0.1)
+    geometric = augment(images, Augmentation(shift=2), torch.Generator().manual_seed(6))
+    full = augment(images, aug, torch.Generator().manual_seed(6))
+    mixed = augment(images, Augmentation(shift=2, brightness=0.5, noise=0.1, clean_share=0.3),
+                    torch.Generator().manual_seed(6))
+    kept = (mixed == geometric).flatten(1).all(dim=1)
+    assert 0.2 < kept.float().mean() < 0.4
+    assert torch.equal(mixed[~kept], full[~kept])  # the others exactly as without the share
+    assert not Augmentation(clean_share=0.5)  # a share of nothing is no augmentation
+
+
+def test_outline_hollows_the_strokes_of_the_share_it_draws():
+    images = digits(200)
+    out = augment(images, Augmentation(outline=0.5), torch.Generator().manual_seed(9))[:, 0]
+    original = images.float() / 255
+    hollow = ~((out - original).abs() < 1e-4).flatten(1).all(dim=1)
+    assert 0.35 < hollow.float().mean() < 0.65
+    bar = out[hollow][0].round()  # the identity resampling is exact to ~1e-6
+    row = bar[bar.sum(dim=1).nonzero()[:, 0].float().mean().int()]  # across the middle of a 4-wide bar:
+    assert row.tolist() == [0.0] * 11 + [1.0, 1.0, 0.0, 0.0, 1.0, 1.0] + [0.0] * 11  # two 2-wide lines

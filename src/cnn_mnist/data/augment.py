@@ -1,5 +1,6 @@
 """Data augmentation on the fly: each training image randomly rotated, scaled, sheared, shifted
-and, optionally, elastically distorted, in one resampling pass per batch.
+and, optionally, elastically distorted, in one resampling pass per batch; then, optionally, its
+pen made wider or narrower or its strokes hollow, a patch of it erased, its paper greyed, its ink faded and noise added.
 
 All five become one sampling grid (an affine map, plus a smooth random displacement field for
 the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.25 ms here
@@ -22,6 +23,8 @@ from cnn_mnist.errors import ConfigError
 
 SIZE = 28
 ELASTIC_GRID = 7  # the random displacement is drawn on a 7x7 grid (every 4 px) and smoothed up to 28x28
+ERASE_MIN_AREA = 0.02  # random erasing's smallest rectangle (Zhong et al., 2017), as a share of the image
+ERASE_PROBABILITY = 0.5  # and the share of images that get one
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,18 @@ class Augmentation:
     """Fainter ink: the image scaled by a factor drawn in [1 - x, 1]. 0 = off."""
     noise: float = 0.0
     """Pixel noise: Gaussian, its standard deviation drawn in [0, x] per image. 0 = off."""
+    stroke: float = 0.0
+    """Pen width: each image's strokes thickened or thinned by up to x of a pixel per side (a
+    blend toward its 3x3 dilation or erosion), drawn in [-x, x]; at most 1. 0 = off."""
+    erase: float = 0.0
+    """Occlusion (random erasing): half the images get a rectangle of a random grey level, its
+    area drawn in [2%, x] of the image and its sides in a ratio between 1:3 and 3:1; at most 0.5. 0 = off."""
+    outline: float = 0.0
+    """Hollow strokes: this share of the images, drawn at random, replaced by their strokes' outline
+    (the 3x3 dilation less the erosion, as outline fonts and edge detection draw a digit). 0 = off."""
+    clean_share: float = 0.0
+    """Share of the images, drawn at random, left without the pen, outline, erasing, brightness,
+    contrast and noise ingredients (the geometric ones still apply), so the network keeps seeing clean digits."""
 
     def __post_init__(self):
         for field in fields(self):
@@ -52,12 +67,16 @@ class Augmentation:
                 raise ConfigError(f"augmentation {field.name} must be a finite number >= 0, got {value!r}")
         if self.scale >= 1:
             raise ConfigError(f"augmentation scale must be below 1 (sizes 1 +- scale), got {self.scale}")
-        for name in ("brightness", "contrast"):
-            if getattr(self, name) > 1:
-                raise ConfigError(f"augmentation {name} must be at most 1, got {getattr(self, name)}")
+        for name, most in (("brightness", 1), ("contrast", 1), ("stroke", 1), ("erase", 0.5), ("outline", 1)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"augmentation {name} must be at most {most}, got {getattr(self, name)}")
+        if self.clean_share >= 1:
+            raise ConfigError(f"augmentation clean_share must be below 1, got {self.clean_share}")
+        if 0 < self.erase < ERASE_MIN_AREA:
+            raise ConfigError(f"augmentation erase must be 0 (off) or at least {ERASE_MIN_AREA}, got {self.erase}")
 
     def __bool__(self) -> bool:
-        return any(getattr(self, field.name) for field in fields(self))
+        return any(getattr(self, field.name) for field in fields(self) if field.name != "clean_share")
 
 
 def affine_grid(theta: torch.Tensor) -> torch.Tensor:
@@ -115,13 +134,61 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
         grid.add_(smooth_upsample(coarse), alpha=augmentation.elastic * 2.0 / SIZE)
     grid = grid.permute(0, 2, 3, 1)  # (N, 28, 28, 2), as grid_sample wants it; a view, no copy
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
-    if augmentation.brightness or augmentation.contrast or augmentation.noise:
-        # Drawn after the geometric numbers, and only when asked for: runs without them draw as before.
+    photometric = augmentation.brightness or augmentation.contrast or augmentation.noise
+    # Each ingredient's random numbers are drawn only when it is on, in the order the ingredients
+    # were added, so a recipe without the newer ones draws (and trains) exactly as before.
+    if photometric:
         v = torch.rand(n, 3, 1, 1, generator=generator, device=x.device)
+        noise = torch.randn(x.shape, generator=generator, device=x.device) if augmentation.noise else None
+    geometric = x
+    if augmentation.stroke:
+        x = _pen_width(x, augmentation.stroke * torch.rand(n, 1, 1, 1, generator=generator, device=x.device)
+                       .mul_(2).sub_(1))
+    if augmentation.outline:
+        hollow = torch.rand(n, 1, 1, 1, generator=generator, device=x.device) < augmentation.outline
+        x = torch.where(hollow, _outline(x), x)
+    if augmentation.erase:
+        x = _erase(x, augmentation.erase, generator)
+    if photometric:
         x = x * (1.0 - augmentation.contrast * v[:, 0:1])
         x = x + augmentation.brightness * v[:, 1:2]
-        if augmentation.noise:
-            noise = torch.randn(x.shape, generator=generator, device=x.device)
+        if noise is not None:
             x = x + noise * (augmentation.noise * v[:, 2:3])
         x = x.clamp_(0.0, 1.0)
+    if augmentation.clean_share and x is not geometric:
+        keep = torch.rand(n, 1, 1, 1, generator=generator, device=x.device) < augmentation.clean_share
+        x = torch.where(keep, geometric, x)
     return x
+
+
+def _pen_width(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Blend each image toward its 3x3 dilation (``amount`` > 0: thicker strokes) or erosion (< 0:
+    thinner), ``amount`` (N, 1, 1, 1) in [-1, 1]: a pen up to a pixel wider or narrower each side."""
+    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    target = torch.where(amount > 0, dilated, eroded)
+    return torch.lerp(x, target, amount.abs())
+
+
+def _outline(x: torch.Tensor) -> torch.Tensor:
+    """The morphological gradient: ink where a stroke's edge is, none inside it or outside (a
+    stroke 4 px wide becomes two lines 2 px wide)."""
+    return F.max_pool2d(x, 3, stride=1, padding=1) + F.max_pool2d(-x, 3, stride=1, padding=1)
+
+
+def _erase(x: torch.Tensor, most: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing: with probability ERASE_PROBABILITY, a rectangle of area in [2%, ``most``]
+    of the image and aspect ratio in [1/3, 3] (log-uniform), anywhere it fits, filled with one grey
+    level drawn in [0, 1]. Masks from comparisons against the pixel grid: no per-image loop."""
+    n = len(x)
+    u = torch.rand(n, 6, generator=generator, device=x.device)
+    area = (ERASE_MIN_AREA + (most - ERASE_MIN_AREA) * u[:, 0]) * SIZE * SIZE
+    aspect = torch.exp(math.log(3.0) * (2 * u[:, 1] - 1))
+    height = torch.sqrt(area * aspect).clamp_(1, SIZE)
+    width = torch.sqrt(area / aspect).clamp_(1, SIZE)
+    top, left = u[:, 2] * (SIZE - height), u[:, 3] * (SIZE - width)
+    pixels = torch.arange(SIZE, device=x.device, dtype=x.dtype)
+    rows = (pixels >= top[:, None]) & (pixels < (top + height)[:, None])  # (N, 28)
+    cols = (pixels >= left[:, None]) & (pixels < (left + width)[:, None])
+    mask = (rows[:, :, None] & cols[:, None, :] & (u[:, 4] < ERASE_PROBABILITY)[:, None, None]).unsqueeze(1)
+    return torch.where(mask, u[:, 5].reshape(n, 1, 1, 1), x)
