@@ -416,7 +416,7 @@ TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer
                "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
                "augment_brightness", "augment_contrast", "augment_noise", "augment_stroke", "augment_erase",
-               "augment_outline", "augment_clean_share",
+               "augment_outline", "augment_clean_share", "augment_damage_from_epoch",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision", "device", "deterministic")
 
@@ -606,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                "outline (hollow strokes)", type=fraction, metavar="S")
     train_flag("--augment-clean-share", "leave this share of the training images, at random, without the pen, "
                "outline, erasing, brightness, contrast and noise changes", type=fraction, metavar="S")
+    train_flag("--augment-damage-from-epoch", "start the pen, outline, erasing, brightness, contrast and noise "
+               "changes after this many epochs (the network learns clean digits first)",
+               type=non_negative_float, metavar="E")
     train_flag("--seed", "seeds weights, data order, dropout and augmentation", type=int, metavar="N")
     train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
                "it off", type=non_negative_int, metavar="N")

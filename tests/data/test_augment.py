@@ -197,3 +197,19 @@ def test_outline_hollows_the_strokes_of_the_share_it_draws():
     bar = out[hollow][0].round()  # the identity resampling is exact to ~1e-6
     row = bar[bar.sum(dim=1).nonzero()[:, 0].float().mean().int()]  # across the middle of a 4-wide bar:
     assert row.tolist() == [0.0] * 11 + [1.0, 1.0, 0.0, 0.0, 1.0, 1.0] + [0.0] * 11  # two 2-wide lines
+
+
+def test_damage_begins_at_its_epoch_and_a_resumed_stream_agrees():
+    images, labels = digits(50), torch.arange(50) % 10
+    input_fn = numpy_input_fn(images, labels, batch_size=25, num_epochs=None, shuffle=False, seed=2,
+                              augmentation=Augmentation(brightness=0.5, damage_from_epoch=1.0))
+    stream = input_fn()
+    first_epoch = [next(stream) for _ in range(2)]
+    for batch, start in zip(first_epoch, (0, 25), strict=True):  # the first epoch: clean digits
+        torch.testing.assert_close(batch[0][:, 0], images[start:start + 25].float() / 255, atol=1e-6, rtol=0)
+    saved = stream.state_dict()
+    damaged = next(stream)[0]
+    assert (damaged[:, 0][images[:25] == 0] > 0).any()  # from the second: grey paper
+    resumed = input_fn()
+    assert resumed.load_state_dict(saved)
+    assert torch.equal(next(resumed)[0], damaged)

@@ -82,7 +82,9 @@ class ArrayStream:
         images = self.images[index]
         if self.augmentation is not None:
             # Random numbers from (seed, position) alone: a resumed stream redraws the same ones.
-            images = augment(images, self.augmentation, self._seeded(_seed_for(self.seed, *start, salt=1)))
+            # The damage ingredients begin at a position in the data, so a resumed run agrees too.
+            damage = start[0] + start[1] / n >= self.augmentation.damage_from_epoch
+            images = augment(images, self.augmentation, self._seeded(_seed_for(self.seed, *start, salt=1)), damage)
         return images, None if self.labels is None else self.labels[index]
 
     def _epoch_order(self) -> torch.Tensor:
