@@ -29,8 +29,8 @@ def test_the_configured_augmentation_reaches_the_training_batches_only(model_dir
 
     seen = []
     real_augment = cnn_mnist.data.inputs.augment
-    monkeypatch.setattr(cnn_mnist.data.inputs, "augment", lambda images, augmentation, generator: (
-        seen.append((len(images), augmentation)) or real_augment(images, augmentation, generator)))
+    monkeypatch.setattr(cnn_mnist.data.inputs, "augment", lambda images, augmentation, generator, damage=True: (
+        seen.append((len(images), augmentation)) or real_augment(images, augmentation, generator, damage)))
     config = TrainConfig(steps=3, batch_size=16, log_probabilities_every=0, eval_every=0).with_overrides(
         augment_rotation=10, augment_shift=2, label_smoothing=0.1)
     train_and_evaluate(config, model_dir, tiny_mnist_dir)
