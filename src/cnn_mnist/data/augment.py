@@ -1,10 +1,12 @@
 """Data augmentation on the fly: each training image randomly rotated, scaled, sheared, shifted
 and, optionally, elastically distorted, in one resampling pass per batch; then, optionally, its
-pen made wider or narrower or its strokes hollow, a patch of it erased, its paper greyed, its ink faded and noise added.
+pen made wider or narrower or its strokes hollow, a patch of it erased, its paper greyed, its
+ink faded and noise added.
 
 All five become one sampling grid (an affine map, plus a smooth random displacement field for
 the elastic part) and one bilinear ``grid_sample``, so a batch of 128 costs about 0.25 ms here
-(0.4 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``).
+(0.4 ms with elastic) against ~21 ms for its training step (``benchmarks/augment_speed.py``);
+the damage ingredients after it, computed for every image, cost several times that.
 The random numbers come from a generator the caller seeds per batch, so an augmented run
 resumes bit for bit like an unaugmented one. Everything runs on the batch's device (the
 generator's must match), so on a GPU augmentation adds kernels, not host work.
@@ -178,16 +180,22 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
 def _pen_width(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     """Blend each image toward its 3x3 dilation (``amount`` > 0: thicker strokes) or erosion (< 0:
     thinner), ``amount`` (N, 1, 1, 1) in [-1, 1]: a pen up to a pixel wider or narrower each side."""
-    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
-    eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
-    target = torch.where(amount > 0, dilated, eroded)
+    target = torch.where(amount > 0, _dilate(x), _erode(x))
     return torch.lerp(x, target, amount.abs())
 
 
 def _outline(x: torch.Tensor) -> torch.Tensor:
     """The morphological gradient: ink where a stroke's edge is, none inside it or outside (a
     stroke 4 px wide becomes two lines 2 px wide)."""
-    return F.max_pool2d(x, 3, stride=1, padding=1) + F.max_pool2d(-x, 3, stride=1, padding=1)
+    return _dilate(x) - _erode(x)
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+def _erode(x: torch.Tensor) -> torch.Tensor:
+    return -F.max_pool2d(-x, 3, stride=1, padding=1)
 
 
 def _erase(x: torch.Tensor, most: float, generator: torch.Generator) -> torch.Tensor:
