@@ -417,6 +417,7 @@ TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
                "augment_brightness", "augment_contrast", "augment_noise", "augment_stroke", "augment_erase",
                "augment_outline", "augment_clean_share", "augment_damage_from_epoch",
+               "augment_damage_until_epoch",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
                "keep_checkpoint_max", "precision", "device", "deterministic")
 
@@ -609,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_flag("--augment-damage-from-epoch", "start the pen, outline, erasing, brightness, contrast and noise "
                "changes after this many epochs (the network learns clean digits first)",
                type=non_negative_float, metavar="E")
+    train_flag("--augment-damage-until-epoch", "stop those changes after this many epochs (the network ends on "
+               "clean digits); 0 never stops them", type=non_negative_float, metavar="E")
     train_flag("--seed", "seeds weights, data order, dropout and augmentation", type=int, metavar="N")
     train_flag("--eval-every", "evaluate on the 5,000 validation images every N steps and at the end; 0 turns "
                "it off", type=non_negative_int, metavar="N")

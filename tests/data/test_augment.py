@@ -71,6 +71,7 @@ def test_the_same_generator_state_gives_the_same_batch():
     ({"stroke": 1.5}, "stroke must be at most 1"),
     ({"erase": 0.6}, "erase must be at most 0.5"),
     ({"erase": 0.01}, "erase must be 0 \\(off\\) or at least 0.02"),
+    ({"damage_from_epoch": 2, "damage_until_epoch": 2}, "damage_until_epoch \\(2\\) must be 0 \\(never\\) or after"),
 ])
 def test_bad_ranges_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -213,3 +214,20 @@ def test_damage_begins_at_its_epoch_and_a_resumed_stream_agrees():
     resumed = input_fn()
     assert resumed.load_state_dict(saved)
     assert torch.equal(next(resumed)[0], damaged)
+
+
+
+def test_damage_ends_at_its_epoch_and_a_resumed_stream_agrees():
+    images, labels = digits(50), torch.arange(50) % 10
+    input_fn = numpy_input_fn(images, labels, batch_size=25, num_epochs=None, shuffle=False, seed=2,
+                              augmentation=Augmentation(brightness=0.5, damage_until_epoch=1.5))
+    stream = input_fn()
+    for start in (0, 25, 0):  # epochs 0 to 1.5: grey paper
+        assert (next(stream)[0][:, 0][images[start:start + 25] == 0] > 0).any()
+    saved = stream.state_dict()
+    last = [next(stream)[0] for _ in range(2)]  # from 1.5 on: the digits as they are
+    for batch, start in zip(last, (25, 0), strict=True):
+        torch.testing.assert_close(batch[:, 0], images[start:start + 25].float() / 255, atol=1e-6, rtol=0)
+    resumed = input_fn()
+    assert resumed.load_state_dict(saved)
+    assert torch.equal(next(resumed)[0], last[0])

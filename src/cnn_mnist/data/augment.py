@@ -66,6 +66,10 @@ class Augmentation:
     """Epochs of training data before the pen, outline, erasing, brightness, contrast and noise
     ingredients begin (0 = from the first batch): the network learns clean digits first, then
     what the world does to them."""
+    damage_until_epoch: float = 0.0
+    """Epochs of training data after which those ingredients stop (0 = never): the network ends on
+    clean digits (the geometric ingredients go on), as detectors such as YOLOX end without their
+    strongest augmentation, so the last steps, and the weight average, tune it to clean digits."""
 
     def __post_init__(self):
         for field in fields(self):
@@ -79,12 +83,15 @@ class Augmentation:
                 raise ConfigError(f"augmentation {name} must be at most {most}, got {getattr(self, name)}")
         if self.clean_share >= 1:
             raise ConfigError(f"augmentation clean_share must be below 1, got {self.clean_share}")
+        if self.damage_until_epoch and self.damage_until_epoch <= self.damage_from_epoch:
+            raise ConfigError(f"augmentation damage_until_epoch ({self.damage_until_epoch}) must be 0 (never) or "
+                              f"after damage_from_epoch ({self.damage_from_epoch})")
         if 0 < self.erase < ERASE_MIN_AREA:
             raise ConfigError(f"augmentation erase must be 0 (off) or at least {ERASE_MIN_AREA}, got {self.erase}")
 
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self)
-                   if field.name not in ("clean_share", "damage_from_epoch"))
+                   if field.name not in ("clean_share", "damage_from_epoch", "damage_until_epoch"))
 
 
 def affine_grid(theta: torch.Tensor) -> torch.Tensor:
