@@ -4,9 +4,9 @@ control) MNIST test digits made into ordinary images, all encoded as PNG or JPEG
 through ``prepare_image``. Prints a table per model and one
 JSON line. Needs no network; the images are built in memory from a fixed seed.
 
-Attains (fast preset, 99.29% on MNIST test; 2-core machine, 12 s, 1 ms a preparation): typed 98.3% (PNG)
-and 98.4% (JPEG) over 38 fonts, hand-drawn 98.0-98.3%, photographed 98.3%, and the MNIST control 99.2%
-prepared as unprepared. Figures: docs/performance.md.
+Takes about 12 s a model on the 2-core reference machine (1 ms a preparation). What each preset
+attains, and the exact command (the font set changes the typed figures, so pin --fonts-dir), is
+on docs/performance.md; the figures live there alone, so they cannot go stale here.
 Usage: python benchmarks/user_digits.py --model-dir D [--model-dir D2 ...] [--fonts-dir /usr/share/fonts]
        [--variants 3] [--hand-drawn 60] [--photos 30] [--mnist 1000] [--data-dir DIR] [--seed 0]
 """
