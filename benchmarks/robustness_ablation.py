@@ -54,6 +54,10 @@ ROWS = {
         ("+ hollow strokes (outline 0.2)", OUTLINE),
         ("+ half the images clean: the preset", HALF_CLEAN),
         ("tried: erasing row + pen width 0.5", {**ERASE, "augment_stroke": 0.5}),
+        ("tried: the preset, damage stops after 18 epochs", {**HALF_CLEAN, "augment_damage_until_epoch": 18}),
+        ("tried: the preset, damage stops after 16 epochs", {**HALF_CLEAN, "augment_damage_until_epoch": 16}),
+        ("tried: the preset, 24 epochs", {**HALF_CLEAN, "steps": 10_320}),
+        ("tried: the preset, outline 0.1", {**HALF_CLEAN, "augment_outline": 0.1}),
     ],
 }
 
