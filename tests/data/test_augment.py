@@ -216,7 +216,6 @@ def test_damage_begins_at_its_epoch_and_a_resumed_stream_agrees():
     assert torch.equal(next(resumed)[0], damaged)
 
 
-
 def test_damage_ends_at_its_epoch_and_a_resumed_stream_agrees():
     images, labels = digits(50), torch.arange(50) % 10
     input_fn = numpy_input_fn(images, labels, batch_size=25, num_epochs=None, shuffle=False, seed=2,

@@ -89,6 +89,10 @@ class Augmentation:
         if 0 < self.erase < ERASE_MIN_AREA:
             raise ConfigError(f"augmentation erase must be 0 (off) or at least {ERASE_MIN_AREA}, got {self.erase}")
 
+    def damages_at(self, epochs: float) -> bool:
+        """Whether the damage ingredients apply to a batch starting ``epochs`` into the training data."""
+        return self.damage_from_epoch <= epochs and (not self.damage_until_epoch or epochs < self.damage_until_epoch)
+
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self)
                    if field.name not in ("clean_share", "damage_from_epoch", "damage_until_epoch"))

@@ -84,8 +84,7 @@ class ArrayStream:
             # Random numbers from (seed, position) alone: a resumed stream redraws the same ones.
             # The damage ingredients begin (and may end) at a position in the data, so a resumed
             # run agrees too.
-            epochs, until = start[0] + start[1] / n, self.augmentation.damage_until_epoch
-            damage = self.augmentation.damage_from_epoch <= epochs and (not until or epochs < until)
+            damage = self.augmentation.damages_at(start[0] + start[1] / n)
             images = augment(images, self.augmentation, self._seeded(_seed_for(self.seed, *start, salt=1)), damage)
         return images, None if self.labels is None else self.labels[index]
 
