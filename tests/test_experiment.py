@@ -36,3 +36,17 @@ def test_the_configured_augmentation_reaches_the_training_batches_only(model_dir
     train_and_evaluate(config, model_dir, tiny_mnist_dir)
     assert seen == [(16, config.augment)] * 3  # three training batches; evaluation is never augmented
     assert read_run_config(model_dir) == config  # the augmentation and smoothing are recorded
+
+
+def test_a_consistency_run_trains_on_both_views_of_every_image(model_dir, tiny_mnist_dir, no_verify, monkeypatch):
+    import cnn_mnist.data.inputs
+
+    seen = []
+    real_views = cnn_mnist.data.inputs.augment_views
+    monkeypatch.setattr(cnn_mnist.data.inputs, "augment_views", lambda images, augmentation, generator: (
+        seen.append(len(images)) or real_views(images, augmentation, generator)))
+    config = TrainConfig(steps=3, batch_size=16, log_probabilities_every=0, eval_every=0).with_overrides(
+        augment_brightness=0.5, consistency=1.0)
+    result = train_and_evaluate(config, model_dir, tiny_mnist_dir)
+    assert seen == [16] * 3 and result["global_step"] == 3
+    assert read_run_config(model_dir).params.consistency == 1.0

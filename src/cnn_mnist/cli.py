@@ -413,7 +413,7 @@ def load_npy_images(path: str) -> np.ndarray:
 # -- parser --------------------------------------------------------------------------------------
 
 TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer", "momentum", "dropout",
-               "initializer", "seed", "ema_decay", "label_smoothing", "eval_every",
+               "initializer", "seed", "ema_decay", "label_smoothing", "consistency", "eval_every",
                "augment_rotation", "augment_scale", "augment_shear", "augment_shift", "augment_elastic",
                "augment_brightness", "augment_contrast", "augment_noise", "augment_stroke", "augment_erase",
                "augment_outline", "augment_clean_share", "augment_damage_from_epoch",
@@ -583,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                "and predict with it; 0 turns it off", type=fraction, metavar="D")
     train_flag("--label-smoothing", "train towards 1 - X on the true class and X/10 on each class; 0 turns it off",
                type=fraction, metavar="X")
+    train_flag("--consistency", "show each image clean and damaged (twice the work a step): learn the label from "
+               "the clean one, and W times the Jensen-Shannon divergence between the two predictions (AugMix's "
+               "loss); needs a damage ingredient; 0 turns it off", type=non_negative_float, metavar="W")
     train_flag("--augment-rotation", "rotate each training image by a random angle in +-DEG", type=non_negative_float,
                metavar="DEG")
     train_flag("--augment-scale", "resize each training image by a random factor in 1 +- F", type=fraction,

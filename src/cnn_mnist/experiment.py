@@ -42,7 +42,7 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
                                     num_epochs=None, shuffle=True, seed=config.run.seed,
-                                    augmentation=config.augment)
+                                    augmentation=config.augment, paired=bool(config.params.consistency))
     hooks = [RecordRunConfigHook(config, preset)]
     if progress:
         hooks.append(ProgressHook())

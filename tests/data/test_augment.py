@@ -4,7 +4,7 @@ photometric changes of training batches."""
 import pytest
 import torch
 
-from cnn_mnist.data.augment import Augmentation, affine_grid, augment, smooth_upsample
+from cnn_mnist.data.augment import Augmentation, affine_grid, augment, augment_views, smooth_upsample
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import ConfigError
 
@@ -230,3 +230,28 @@ def test_damage_ends_at_its_epoch_and_a_resumed_stream_agrees():
     resumed = input_fn()
     assert resumed.load_state_dict(saved)
     assert torch.equal(next(resumed)[0], last[0])
+
+
+def test_views_are_each_image_clean_and_the_same_image_damaged():
+    images = digits(200)
+    aug = Augmentation(shift=2, brightness=0.5, noise=0.1, clean_share=0.5)
+    views = augment_views(images, aug, torch.Generator().manual_seed(4))
+    assert views.shape == (200, 2, 1, 28, 28)
+    # the clean view is augment's geometric one, from the same draws
+    assert torch.equal(views[:, 0], augment(images, aug, torch.Generator().manual_seed(4), damage=False))
+    # every damaged view is damaged (the clean share plays no part) and exactly as with no share
+    assert not (views[:, 1] == views[:, 0]).flatten(1).all(dim=1).any()
+    everything = augment(images, Augmentation(shift=2, brightness=0.5, noise=0.1), torch.Generator().manual_seed(4))
+    assert torch.equal(views[:, 1], everything)
+
+
+def test_a_paired_stream_gives_both_views_once_the_damage_begins():
+    images, labels = digits(50), torch.arange(50) % 10
+    stream = numpy_input_fn(images, labels, batch_size=25, num_epochs=None, shuffle=False, seed=2, paired=True,
+                            augmentation=Augmentation(brightness=0.5, damage_from_epoch=1.0))()
+    first, _ = next(stream), next(stream)
+    assert first[0].shape == (25, 1, 28, 28) and first[1].shape == (25,)  # clean digits: one view
+    paired, labels_now = next(stream)
+    assert paired.shape == (25, 2, 1, 28, 28) and torch.equal(labels_now, labels[:25])
+    torch.testing.assert_close(paired[:, 0, 0], images[:25].float() / 255, atol=1e-6, rtol=0)
+    assert (paired[:, 1, 0][images[:25] == 0] > 0).all()  # grey paper on every damaged view

@@ -57,6 +57,8 @@ def test_round_trip_through_a_dict():
     (lambda: RunConfig(keep_checkpoint_max=0), "keep_checkpoint_max must be positive"),
     (lambda: RunConfig(save_checkpoints_steps=0), "save_checkpoints_steps must be positive"),
     (lambda: preset("nope"), "unknown preset 'nope'"),
+    (lambda: ModelParams(consistency=-1), "consistency must be a finite number >= 0"),
+    (lambda: TrainConfig().with_overrides(consistency=1, augment_rotation=10), "it needs a damage ingredient"),
     (lambda: TrainConfig().with_overrides(colour="red"), "unknown setting 'colour'"),
 ])
 def test_bad_values_fail_with_a_clear_message(make, message):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnn_mnist.model.config import ModelParams
-from cnn_mnist.model.model_fn import Mode, build_optimizer, cnn_model_fn, learning_rate_at
+from cnn_mnist.model.model_fn import Mode, build_optimizer, cnn_model_fn, jensen_shannon, learning_rate_at
 from cnn_mnist.model.network import ConvNet
 
 
@@ -56,6 +56,35 @@ def test_label_smoothing_changes_the_training_loss_only(batch):
     evaluated = cnn_model_fn(net, images, labels, Mode.EVAL, params=params)
     plain = cnn_model_fn(net, images, labels, Mode.EVAL)
     assert torch.equal(evaluated.loss, plain.loss)  # evaluation losses stay comparable across recipes
+
+
+def test_jensen_shannon_is_zero_for_agreeing_views_and_at_most_log_2_for_two():
+    logits = torch.randn(7, 10)
+    assert float(jensen_shannon(torch.stack([logits, logits]))) == pytest.approx(0, abs=1e-6)
+    apart = torch.full((2, 1, 10), -50.0)
+    apart[0, 0, 3] = apart[1, 0, 5] = 50.0  # certain of different classes
+    assert float(jensen_shannon(apart)) == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-5)
+    p, q = torch.softmax(logits, -1), torch.softmax(logits.flip(0), -1)
+    m = (p + q) / 2
+    expected = ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)).mean() / 2
+    torch.testing.assert_close(jensen_shannon(torch.stack([logits, logits.flip(0)])), expected)
+
+
+def test_two_views_learn_labels_from_the_clean_one_and_agreement_from_both(batch):
+    images, labels = batch
+    views = torch.stack([images, 1 - images], 1).unsqueeze(2)  # (8, 2, 1, 28, 28)
+    net = ConvNet(dropout_rate=0.0)  # no dropout, so passes can be compared
+    plain = cnn_model_fn(net, views, labels, Mode.TRAIN, params=ModelParams(label_smoothing=0.1))
+    clean = cnn_model_fn(net, views[:, 0], labels, Mode.TRAIN, params=ModelParams(label_smoothing=0.1))
+    torch.testing.assert_close(plain.loss, clean.loss, rtol=1e-4, atol=1e-5)
+    consistent = cnn_model_fn(net, views, labels, Mode.TRAIN, params=ModelParams(label_smoothing=0.1,
+                                                                                  consistency=2.0))
+    logits = torch.stack([net(views[:, v]) for v in (0, 1)])
+    torch.testing.assert_close(consistent.loss, plain.loss + 2.0 * jensen_shannon(logits), rtol=1e-4, atol=1e-5)
+    first = cnn_model_fn(net, views[:, 0], labels, Mode.PREDICT)  # predictions: the first view's
+    torch.testing.assert_close(consistent.predictions["probabilities"], first.predictions["probabilities"])
+    consistent.loss.backward()
+    assert net.conv1.weight.grad is not None
 
 
 @pytest.mark.parametrize("name, kind, extra", [("sgd", torch.optim.SGD, {"momentum": 0}),

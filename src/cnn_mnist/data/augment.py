@@ -93,6 +93,11 @@ class Augmentation:
         """Whether the damage ingredients apply to a batch starting ``epochs`` into the training data."""
         return self.damage_from_epoch <= epochs and (not self.damage_until_epoch or epochs < self.damage_until_epoch)
 
+    @property
+    def damages(self) -> bool:
+        """Whether any damage ingredient is on (the pen, outline, erasing, brightness, contrast, noise)."""
+        return any((self.stroke, self.outline, self.erase, self.brightness, self.contrast, self.noise))
+
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self)
                    if field.name not in ("clean_share", "damage_from_epoch", "damage_until_epoch"))
@@ -161,13 +166,31 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
     # else the identity map: resampling would cost ~0.2 ms a batch and move pixels by ~1e-7
     if not damage:
         return x
+    damaged = _damage(x, augmentation, generator)
+    if augmentation.clean_share and augmentation.damages:
+        keep = torch.rand(n, 1, 1, 1, generator=generator, device=x.device) < augmentation.clean_share
+        damaged = torch.where(keep, x, damaged)
+    return damaged
+
+
+def augment_views(images: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
+    """(N, 28, 28) or (N, 1, 28, 28) -> (N, 2, 1, 28, 28): each image's geometric view and the same
+    view damaged, for a consistency loss (``ModelParams.consistency``); ``clean_share`` plays no
+    part, as the clean view is always there. The same draws as ``augment`` up to the clean share."""
+    clean = augment(images, augmentation, generator, damage=False)
+    return torch.stack([clean, _damage(clean, augmentation, generator)], 1)
+
+
+def _damage(x: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
+    """The pen, outline, erasing, brightness, contrast and noise ingredients on every image of ``x``
+    (itself if none is on)."""
+    n = len(x)
     photometric = augmentation.brightness or augmentation.contrast or augmentation.noise
     # Each ingredient's random numbers are drawn only when it is on, in the order the ingredients
     # were added, so a recipe without the newer ones draws (and trains) exactly as before.
     if photometric:
         v = torch.rand(n, 3, 1, 1, generator=generator, device=x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device) if augmentation.noise else None
-    geometric = x
     if augmentation.stroke:
         x = _pen_width(x, augmentation.stroke * torch.rand(n, 1, 1, 1, generator=generator, device=x.device)
                        .mul_(2).sub_(1))
@@ -182,9 +205,6 @@ def augment(images: torch.Tensor, augmentation: Augmentation, generator: torch.G
         if noise is not None:
             x = x + noise * (augmentation.noise * v[:, 2:3])
         x = x.clamp_(0.0, 1.0)
-    if augmentation.clean_share and x is not geometric:
-        keep = torch.rand(n, 1, 1, 1, generator=generator, device=x.device) < augmentation.clean_share
-        x = torch.where(keep, geometric, x)
     return x
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from cnn_mnist.data.augment import Augmentation, augment
+from cnn_mnist.data.augment import Augmentation, augment, augment_views
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -27,7 +27,8 @@ class ArrayStream:
     """An iterator over (images, labels) batches of in-memory arrays."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                 num_epochs: int | None, shuffle: bool, seed: int, augmentation: Augmentation | None = None):
+                 num_epochs: int | None, shuffle: bool, seed: int, augmentation: Augmentation | None = None,
+                 paired: bool = False):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if labels is not None and len(labels) != len(images):
@@ -35,6 +36,7 @@ class ArrayStream:
         self.images, self.labels = images, labels
         self.batch_size, self.num_epochs, self.shuffle, self.seed = batch_size, num_epochs, shuffle, seed
         self.augmentation = augmentation if augmentation else None
+        self.paired = paired  # each image's clean and damaged views, (N, 2, 1, 28, 28), while damage applies
         self.epoch, self.offset = 0, 0  # position of the next example in the data order
         self._order, self._order_epoch = None, -1
         self._generator: torch.Generator | None = None  # made on first use, see _seeded
@@ -53,7 +55,7 @@ class ArrayStream:
         if self.images.device == device or (device.index is None and self.images.device.type == device.type):
             return self
         moved = ArrayStream(self.images.to(device), None if self.labels is None else self.labels.to(device),
-                            self.batch_size, self.num_epochs, self.shuffle, self.seed, self.augmentation)
+                            self.batch_size, self.num_epochs, self.shuffle, self.seed, self.augmentation, self.paired)
         moved.epoch, moved.offset = self.epoch, self.offset
         return moved
 
@@ -85,7 +87,11 @@ class ArrayStream:
             # The damage ingredients begin (and may end) at a position in the data, so a resumed
             # run agrees too.
             damage = self.augmentation.damages_at(start[0] + start[1] / n)
-            images = augment(images, self.augmentation, self._seeded(_seed_for(self.seed, *start, salt=1)), damage)
+            generator = self._seeded(_seed_for(self.seed, *start, salt=1))
+            if self.paired and damage:
+                images = augment_views(images, self.augmentation, generator)
+            else:
+                images = augment(images, self.augmentation, generator, damage)
         return images, None if self.labels is None else self.labels[index]
 
     def _epoch_order(self) -> torch.Tensor:
@@ -128,12 +134,13 @@ def _seed_for(*numbers: int, salt: int = 0) -> int:
 
 def numpy_input_fn(x, y=None, *, batch_size: int = 128, num_epochs: int | None = 1,
                    shuffle: bool = True, seed: int = 0,
-                   augmentation: Augmentation | None = None) -> Callable[[], ArrayStream]:
+                   augmentation: Augmentation | None = None, paired: bool = False) -> Callable[[], ArrayStream]:
     """An input function over arrays: ``x`` is images (or ``{"x": images}``), ``y`` labels.
 
     ``num_epochs=None`` repeats forever (training); ``shuffle=False`` keeps file order
     (evaluation). Images may be uint8 in [0, 255] or float in [0, 1]. With ``augmentation``
-    each batch is randomly transformed (see ``augment``) and comes as float in [0, 1].
+    each batch is randomly transformed (see ``augment``) and comes as float in [0, 1]; ``paired``
+    then gives each image's clean and damaged views (see ``augment_views``), for a consistency loss.
     """
     if isinstance(x, dict):
         if len(x) != 1:
@@ -141,4 +148,4 @@ def numpy_input_fn(x, y=None, *, batch_size: int = 128, num_epochs: int | None =
         (x,) = x.values()
     images = torch.as_tensor(x)
     labels = None if y is None else torch.as_tensor(y).long()
-    return lambda: ArrayStream(images, labels, batch_size, num_epochs, shuffle, seed, augmentation)
+    return lambda: ArrayStream(images, labels, batch_size, num_epochs, shuffle, seed, augmentation, paired)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -44,9 +45,19 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     and the optimizer; this function says what each mode computes from them. ``params``, which
     the Estimator passes when a model function takes it (as TensorFlow's did), may ask for
     label smoothing; it applies to the training loss only, so evaluation losses stay comparable.
+
+    A training batch may hold several views of each image, (N, views, 1, 28, 28) (see
+    ``augment_views``), the first one clean: the loss is then its cross-entropy alone plus
+    ``params.consistency`` times the Jensen-Shannon divergence among the views' predictions (as
+    AugMix trains), and the predictions are the first view's.
     """
     network.train(mode == Mode.TRAIN)  # dropout only while training
+    views = images.shape[1] if mode == Mode.TRAIN and images.dim() == 5 else 1
+    if views > 1:
+        images = images.transpose(0, 1).flatten(0, 1)  # view by view: (views * N, 1, 28, 28), one pass
     logits = network(images).float()  # (N, 10); under bf16 autocast, softmax and loss still in fp32
+    if views > 1:
+        by_view, logits = logits.view(views, -1, logits.shape[-1]), logits[:len(labels)]
     predictions = {
         "classes": logits.argmax(dim=1),
         "probabilities": torch.softmax(logits, dim=1),
@@ -57,11 +68,23 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     if mode == Mode.TRAIN:
         smoothing = params.label_smoothing if params is not None else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)  # sparse softmax CE, batch mean
+        if views > 1 and params is not None and params.consistency:
+            loss = loss + params.consistency * jensen_shannon(by_view)
         return EstimatorSpec(mode, predictions, loss)
     loss = F.cross_entropy(logits, labels)
 
     correct = (predictions["classes"] == labels).float()  # (N,)
     return EstimatorSpec(mode, predictions, loss, eval_metrics={"accuracy": correct})
+
+
+def jensen_shannon(logits: torch.Tensor) -> torch.Tensor:
+    """(views, N, classes) logits -> the batch-mean Jensen-Shannon divergence among each example's
+    views' softmax distributions: the mean KL divergence of each from their mixture (AugMix's
+    consistency loss). 0 when the views agree; at most log(views)."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    # log of the mixture, clamped as AugMix does so one confident view cannot make it -inf
+    log_mixture = torch.logsumexp(log_p, dim=0).sub(math.log(len(logits))).clamp(min=math.log(1e-7))
+    return (log_p.exp() * (log_p - log_mixture)).sum(-1).mean()
 
 
 def build_optimizer(parameters, params: ModelParams) -> torch.optim.Optimizer:

@@ -174,7 +174,8 @@ class SummaryHook(Hook):
     def after_step(self, run):
         step = run.global_step
         if run.is_first_step() and run.images is not None:
-            self._writer.add_images("inputs", as_image_batch(run.images[:self.INPUT_IMAGES]), step)
+            inputs = run.images.flatten(0, 1) if run.images.dim() == 5 else run.images  # views side by side
+            self._writer.add_images("inputs", as_image_batch(inputs[:self.INPUT_IMAGES]), step)
         if fires(run, self.images_every_n_steps):
             self._write_filters(run)
         if not fires(run, self.every_n_steps):
