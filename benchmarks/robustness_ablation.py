@@ -28,7 +28,7 @@ from cnn_mnist.use.predictor import Predictor
 from cnn_mnist.use.robustness import evaluate_corruptions
 
 OFF = {"augment_brightness": 0, "augment_contrast": 0, "augment_noise": 0, "augment_erase": 0, "augment_stroke": 0,
-       "augment_outline": 0, "augment_clean_share": 0, "augment_damage_from_epoch": 0}
+       "augment_outline": 0, "augment_clean_share": 0, "augment_damage_from_epoch": 0, "consistency": 0}
 PHOTOMETRIC = {"augment_brightness": 0.5, "augment_contrast": 0.5, "augment_noise": 0.2}
 ERASE = {**OFF, **PHOTOMETRIC, "augment_erase": 0.3}
 OUTLINE = {**ERASE, "augment_outline": 0.2}
@@ -52,7 +52,8 @@ ROWS = {
         ("+ brightness, contrast, noise", {**OFF, **PHOTOMETRIC}),
         ("+ erasing (up to 30%)", ERASE),
         ("+ hollow strokes (outline 0.2)", OUTLINE),
-        ("+ half the images clean: the preset", HALF_CLEAN),
+        ("+ half the images clean", HALF_CLEAN),
+        ("+ each image clean and damaged, consistency loss 1: the preset", {**HALF_CLEAN, "consistency": 1.0}),
         ("tried: erasing row + pen width 0.5", {**ERASE, "augment_stroke": 0.5}),
         ("tried: the preset, damage stops after 18 epochs", {**HALF_CLEAN, "augment_damage_until_epoch": 18}),
         ("tried: the preset, damage stops after 16 epochs", {**HALF_CLEAN, "augment_damage_until_epoch": 16}),
