@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from cnn_mnist.data.augment import Augmentation
+from cnn_mnist.data.augment import Augmentation, views_as_batch
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.model.config import preset
@@ -48,7 +48,7 @@ def pipeline_images_per_s(images, labels, batch_size: int, batches: int, augment
 def network_input(images: torch.Tensor) -> torch.Tensor:
     """What the model function and the network do first: views laid out one after another,
     uint8 -> [0, 1] float."""
-    return as_image_batch(images.transpose(0, 1).flatten(0, 1) if images.dim() == 5 else images)
+    return as_image_batch(views_as_batch(images) if images.dim() == 5 else images)
 
 
 def training_images_per_s(mnist, augmentation: Augmentation, steps: int, consistency: float = 0.0) -> float:

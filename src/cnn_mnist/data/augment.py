@@ -181,6 +181,12 @@ def augment_views(images: torch.Tensor, augmentation: Augmentation, generator: t
     return torch.stack([clean, _damage(clean, augmentation, generator)], 1)
 
 
+def views_as_batch(views: torch.Tensor) -> torch.Tensor:
+    """(N, V, 1, 28, 28) views -> (V * N, 1, 28, 28), view after view, for one pass of the network
+    (a copy: the views of an image sit side by side in memory)."""
+    return views.transpose(0, 1).flatten(0, 1)
+
+
 def _damage(x: torch.Tensor, augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
     """The pen, outline, erasing, brightness, contrast and noise ingredients on every image of ``x``
     (itself if none is on)."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnn_mnist.data.augment import views_as_batch
 from cnn_mnist.model.config import ModelParams
 
 
@@ -54,7 +55,7 @@ def cnn_model_fn(network: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     network.train(mode == Mode.TRAIN)  # dropout only while training
     views = images.shape[1] if mode == Mode.TRAIN and images.dim() == 5 else 1
     if views > 1:
-        images = images.transpose(0, 1).flatten(0, 1)  # view by view: (views * N, 1, 28, 28), one pass
+        images = views_as_batch(images)  # one pass for every view
     logits = network(images).float()  # (N, 10); under bf16 autocast, softmax and loss still in fp32
     if views > 1:
         by_view, logits = logits.view(views, -1, logits.shape[-1]), logits[:len(labels)]
