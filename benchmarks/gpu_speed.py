@@ -1,22 +1,34 @@
 """cnn-mnist on one GPU, against a plain PyTorch loop and Lightning's Trainer measured in the same run.
 
-Prints a table and one JSON line:
-- training images/s at batch 100 (the tutorial's) and 256 (the fast preset's) of
-  - the plain loop, as pytorch/examples writes it: a DataLoader over CPU tensors, ``.to(device)``
-    per batch, fp32, SGD;
-  - Lightning's Trainer on the same network and DataLoader (fp32, and bf16-mixed);
-  - cnn-mnist's Estimator.train (data resident on the device, the preset's precision, every
-    built-in hook running), with --deterministic and without;
-- the tutorial preset's 20,000 steps and the best preset's 8,600: training time and test accuracy;
-- the bare training step eager and under torch.compile(mode="reduce-overhead") (CUDA graphs), to
-  decide whether the Estimator should capture its step;
-- the fast preset's training time to 99.0% test accuracy, seeds 0-2 (evaluated every 10 steps;
-  evaluation pauses excluded, as benchmarks/speed.py measures it on the CPU);
-- prediction images/s at batch 10,000 (Estimator.predict, and the Predictor the CLI and the
-  service use); peak GPU memory of the training runs.
-Every window is timed between device synchronisations, after a warm-up.
+Sections, each run on its own: an error in one is recorded in the JSON and the others go on.
+- ``train_100``, ``train_256``: training images/s at batch 100 (the tutorial's) and 256 (the fast
+  preset's) of the plain loop as pytorch/examples writes it (a DataLoader over CPU tensors,
+  ``.to(device)`` per batch, fp32, SGD); Lightning's Trainer on the same network and DataLoader
+  (fp32 and bf16-mixed); and cnn-mnist's Estimator.train (data resident on the device, the
+  preset's precision, every built-in hook running), without and with --deterministic. Each cell
+  is isolated too: Lightning failing loses only its cells.
+- ``tutorial``, ``best``: the preset trained from scratch as `cnn-mnist train` runs it: training
+  time and test accuracy.
+- ``fast_time_to_99``: the fast preset's training time to 99.0% test accuracy, seeds 0-2
+  (evaluated every 10 steps; evaluation pauses excluded, as benchmarks/speed.py measures it).
+- ``predict``: images/s at batch 10,000, fp32 and the device's fast precision: ``network`` on
+  test images already on the device (the GPU's figure), ``predictor`` from a host array to
+  answers on the host (the user's figure: copy in, answers out), ``estimator_predict`` through
+  Estimator.predict (checkpoint reload and hash, one dict per image).
+- ``compiled_step`` (last: a cold Inductor compile takes 30-120 s): the bare training step eager
+  and under torch.compile(mode="reduce-overhead") (CUDA graphs), to decide whether the Estimator
+  should capture its step.
+Every window is timed between device synchronisations, after a warm-up; each section records its
+wall time and, on CUDA, its peak GPU memory.
+
+The results go to --json (default gpu_speed.json), rewritten after every section, so a run cut
+short keeps what finished. ``--skip-done`` reads that file and runs only the sections that have
+no figures yet; ``--sections`` picks some; ``--budget-s`` starts no section that would end past
+the budget (by the estimate beside each section); ``--fail SECTION`` makes one raise, to check
+the isolation.
 
 Usage: python benchmarks/gpu_speed.py [--device cuda] [--data-dir DIR] [--steps 300] [--quick]
+       [--json PATH] [--sections a,b] [--skip-done] [--budget-s S]
 (--quick: short runs that check the script on any device, a CPU included; its figures mean nothing.)
 """
 
@@ -27,9 +39,11 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +54,11 @@ from common import PlainNet, time_to_99  # noqa: E402  (what the CPU benchmark t
 
 from cnn_mnist import Estimator, RunConfig, load_mnist, numpy_input_fn  # noqa: E402
 from cnn_mnist.experiment import train_and_evaluate  # noqa: E402
-from cnn_mnist.kernels import devices
+from cnn_mnist.kernels import devices  # noqa: E402
+from cnn_mnist.kernels.precision import autocast, resolve_precision  # noqa: E402
 from cnn_mnist.model.config import PRESETS  # noqa: E402
 from cnn_mnist.model.network import ConvNet  # noqa: E402
-from cnn_mnist.training import checkpoints
+from cnn_mnist.training import checkpoints  # noqa: E402
 from cnn_mnist.training.hooks import Hook  # noqa: E402
 from cnn_mnist.use.predictor import Predictor  # noqa: E402
 
@@ -188,91 +203,215 @@ def preset_run(preset, device, data_dir, steps=None):
             "training_s": state["training_seconds"], "wall_s": wall_s}
 
 
-def prediction_images_per_s(mnist, device, precision, rounds=5):
+def prediction_images_per_s(mnist, device, precision, rounds):
+    """Three figures at batch 10,000, each the mean of ``rounds`` after one warm-up (cuDNN picks
+    its algorithms on the first batch): the network alone on resident images, the Predictor from
+    a host array, and Estimator.predict."""
     with tempfile.TemporaryDirectory() as model_dir:
         estimator = Estimator(model_dir=model_dir, config=RunConfig(device=str(device), precision=precision))
         estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=100, num_epochs=None),
                         max_steps=1)
         predictor = Predictor(model_dir, device=str(device), precision=precision)
+        resident = torch.as_tensor(mnist.test.images).to(device)  # uint8, as the Predictor sends it
+        resolved = resolve_precision(precision, device)
+
+        def network():
+            with torch.inference_mode(), autocast(resolved, device.type):
+                classes = predictor.network(resident).float().softmax(dim=1).argmax(dim=1)
+            devices.synchronize(device)  # the answers stay on the device: wait for them
+            return len(classes)
+
         input_fn = numpy_input_fn(mnist.test.images, batch_size=10_000, shuffle=False)
-        results = {}
-        for name, run in (("estimator_predict", lambda: sum(1 for _ in estimator.predict(input_fn))),
-                          ("predictor", lambda: len(predictor.predict(mnist.test.images).classes))):
-            run()  # warm-up (cuDNN picks its algorithms on the first batch)
+        results = {"precision": resolved}
+        for name, run in (("network", network),
+                          ("predictor", lambda: len(predictor.predict(mnist.test.images).classes)),
+                          ("estimator_predict", lambda: sum(1 for _ in estimator.predict(input_fn)))):
+            run()
             devices.synchronize(device)
             started = time.perf_counter()
             count = sum(run() for _ in range(rounds))
-            results[name] = count / (time.perf_counter() - started)  # the answers are on the host: synced
+            results[name] = count / (time.perf_counter() - started)  # answers on the host: synced
         return results
 
 
+def cells(**measures):
+    """Each measurement of a row on its own: a failing one records its error, the rest go on."""
+    row = {}
+    for name, measure in measures.items():
+        try:
+            row[name] = measure()
+        except Exception as error:  # noqa: BLE001  (recorded: the point is to keep the other figures)
+            row[name] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"  {name} failed: {row[name]['error']}", flush=True)
+    return row
+
+
+def training_row(mnist, device, batch, steps, warmup):
+    preset = "tutorial" if batch == 100 else "fast"
+    row = cells(
+        plain_loop_fp32=lambda: plain_loop_images_per_s(mnist, device, batch, steps, warmup),
+        **{f"lightning_{p}": (lambda p=p: lightning_images_per_s(mnist, device, batch, steps, warmup, p))
+           for p in ("32-true", "bf16-mixed")},
+        cnn_mnist=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup),
+        cnn_mnist_deterministic=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup,
+                                                             deterministic=True)[0])
+    if isinstance(row["cnn_mnist"], tuple):
+        row["cnn_mnist"], row["cnn_mnist_runs_as"] = row["cnn_mnist"]
+    return row
+
+
+# (name, rough seconds on an H200 for the budget, what it measures): run in this order, compile last.
+SECTIONS = (
+    ("train_100", 40, lambda a: training_row(a.mnist, a.device_, 100, a.timed_steps, a.warmup)),
+    ("train_256", 40, lambda a: training_row(a.mnist, a.device_, 256, a.timed_steps, a.warmup)),
+    ("tutorial", 45, lambda a: preset_run("tutorial", a.device_, a.data_dir, 20 if a.quick else None)),
+    ("fast_time_to_99", 45, lambda a: [time_to_99(a.mnist, seed, device=str(a.device_),
+                                                  config=PRESETS["fast"].with_overrides(steps=20) if a.quick else None)
+                                       for seed in ([0] if a.quick else [0, 1, 2])]),
+    ("predict", 15, lambda a: {p: prediction_images_per_s(a.mnist, a.device_, p, 2 if a.quick else 20)
+                               for p in ("fp32", "auto")}),
+    ("best", 90, lambda a: preset_run("best", a.device_, a.data_dir, 20 if a.quick else None)),
+    ("compiled_step", 150, lambda a: compiled_step_images_per_s(a.mnist, a.device_, 100, a.timed_steps, a.warmup)),
+)
+
+
+def environment(device):
+    record = {"device": devices.describe(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+              "python": platform.python_version()}
+    if device.type == "cuda":
+        record["cudnn"] = torch.backends.cudnn.version()
+        record["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        try:
+            record["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"--id={device.index or 0}"],
+                capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as error:
+            record["driver"] = f"unknown ({type(error).__name__})"
+    return record
+
+
+def write_json(path, result):
+    """Rewritten whole after each section, through a temporary file: a kill leaves the last complete one."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(result, file, indent=1)
+    os.replace(temporary, path)
+
+
+def done(entry):
+    return isinstance(entry, dict) and "result" in entry and "error" not in entry
+
+
+def run_sections(args, result):
+    started = time.monotonic()
+    for name, estimate_s, measure in SECTIONS:
+        if name not in args.sections or (args.skip_done and done(result["sections"].get(name))):
+            continue
+        elapsed = time.monotonic() - started
+        if args.budget_s is not None and elapsed + (0 if args.quick else estimate_s) > args.budget_s:
+            result["sections"][name] = {"skipped": f"time budget: {elapsed:.0f} s of {args.budget_s:.0f} s used, "
+                                                   f"~{estimate_s} s needed"}
+            print(f"{name}: skipped, {result['sections'][name]['skipped']}", flush=True)
+            write_json(args.json, result)
+            continue
+        if args.device_.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(args.device_)
+        began = time.perf_counter()
+        try:
+            if name == args.fail:
+                raise RuntimeError(f"--fail {name}: this section made to fail, to check the others go on")
+            entry = {"result": measure(args)}
+        except Exception as error:  # noqa: BLE001  (recorded in the JSON: the next section still runs)
+            entry = {"error": f"{type(error).__name__}: {error}",
+                     "traceback": traceback.format_exc(limit=-8).splitlines()[-12:]}
+        entry["seconds"] = round(time.perf_counter() - began, 2)
+        if args.device_.type == "cuda":
+            entry["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(args.device_) / 2**20, 1)
+        result["sections"][name] = entry
+        shown = entry.get("error") or json.dumps(entry["result"])
+        print(f"{name} ({entry['seconds']:.1f} s){' FAILED' if 'error' in entry else ''}: {shown}", flush=True)
+        write_json(args.json, result)
+
+
+def figure(result, name):
+    entry = result["sections"].get(name, {})
+    return entry.get("result") if done(entry) else None
+
+
+def print_table(result):
+    """The figures that came back, as a table; a missing section says why in one line."""
+    env = result["environment"]
+    print(f"\ncnn-mnist on {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, driver {env.get('driver', '-')}")
+    for name, entry in result["sections"].items():
+        if not done(entry):
+            print(f"  {name}: {entry.get('error') or entry.get('skipped')}")
+    rows = {b: figure(result, f"train_{b}") for b in BATCHES}
+    if any(rows.values()):
+        print(f"{'training images/s':<34}" + "".join(f"{'batch ' + str(b):>16}" for b in BATCHES))
+        for name in ("plain_loop_fp32", "lightning_32-true", "lightning_bf16-mixed", "cnn_mnist",
+                     "cnn_mnist_deterministic"):
+            values = [(rows[b] or {}).get(name) for b in BATCHES]
+            print(f"  {name:<32}" + "".join(f"{v:>16,.0f}" if isinstance(v, (int, float)) else f"{'-':>16}"
+                                            for v in values))
+        row = rows[100] or {}
+        if all(isinstance(row.get(k), (int, float)) for k in ("cnn_mnist", "plain_loop_fp32")):
+            print(f"  cnn-mnist / plain loop at batch 100: {row['cnn_mnist'] / row['plain_loop_fp32']:.2f}x")
+    rates = figure(result, "compiled_step")
+    if rates:
+        print(f"  the bare step at batch 100, eager {rates['eager']:,.0f}, "
+              f"torch.compile reduce-overhead {rates['reduce-overhead']:,.0f}")
+    for name in ("tutorial", "best"):
+        run = figure(result, name)
+        if run:
+            print(f"{name} preset, {run['steps']:,} steps: {run['training_s']:.1f} s of training "
+                  f"({run['wall_s']:.1f} s in all), test accuracy {run['accuracy']:.4f}")
+    for run in figure(result, "fast_time_to_99") or []:
+        reached = f"{run['time_to_99_s']:.2f} s (step {run['step_at_99']})" if run["time_to_99_s"] else "not reached"
+        print(f"fast preset, seed {run['seed']}: 99.0% after {reached}; final {run['final_accuracy']:.4f}")
+    for precision, rates in (figure(result, "predict") or {}).items():
+        print(f"prediction at batch 10,000, {precision} ({rates['precision']}): "
+              + ", ".join(f"{k} {v:,.0f} images/s" for k, v in rates.items() if k != "precision"))
+    peaks = {n: e["peak_gpu_memory_mib"] for n, e in result["sections"].items() if "peak_gpu_memory_mib" in e}
+    if peaks:
+        print("peak GPU memory (MiB): " + ", ".join(f"{n} {v:,.0f}" for n, v in peaks.items()))
+
+
 def main():
+    names = [name for name, _, _ in SECTIONS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="the device to measure (default: cuda)")
     parser.add_argument("--data-dir", help="MNIST's directory (default: cnn-mnist's cache)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per throughput figure")
     parser.add_argument("--quick", action="store_true", help="tiny runs, to check the script itself")
+    parser.add_argument("--json", default="gpu_speed.json", help="where the results go (rewritten each section)")
+    parser.add_argument("--sections", default=",".join(names), help=f"comma-separated, of: {', '.join(names)}")
+    parser.add_argument("--skip-done", action="store_true", help="keep the sections --json already has figures of")
+    parser.add_argument("--budget-s", type=float, help="start no section that would end past this many seconds")
+    parser.add_argument("--fail", choices=names, help="make this section raise (checks that the others go on)")
     args = parser.parse_args()
+    args.sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(args.sections) - set(names))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     logging.basicConfig(level=logging.WARNING)
-    device = devices.resolve_device(args.device)
-    steps, warmup = (5, 2) if args.quick else (args.steps, 30)
-    tutorial_steps = 20 if args.quick else None
-    seeds = [0] if args.quick else [0, 1, 2]
-    mnist = load_mnist(args.data_dir)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    result = {"device": devices.describe(device), "torch": torch.__version__, "python": platform.python_version(),
-              "train_images_per_s": {}}
-    for batch in BATCHES:
-        preset = "tutorial" if batch == 100 else "fast"
-        row = {"plain_loop_fp32": plain_loop_images_per_s(mnist, device, batch, steps, warmup)}
-        for precision in ("32-true", "bf16-mixed"):
-            row[f"lightning_{precision}"] = lightning_images_per_s(mnist, device, batch, steps, warmup, precision)
-        row["cnn_mnist"], row["cnn_mnist_runs_as"] = package_images_per_s(mnist, device, preset, batch, steps, warmup)
-        row["cnn_mnist_deterministic"], _ = package_images_per_s(mnist, device, preset, batch, steps, warmup,
-                                                                 deterministic=True)
-        result["train_images_per_s"][str(batch)] = row
-        print(f"batch {batch}: {json.dumps(row)}", flush=True)
-    if device.type == "cuda":
-        result["compiled_step_images_per_s"] = compiled_step_images_per_s(mnist, device, 100, steps, warmup)
-        print(f"compiled step: {json.dumps(result['compiled_step_images_per_s'])}", flush=True)
-    result["tutorial"] = preset_run("tutorial", device, args.data_dir, tutorial_steps)
-    print(f"tutorial: {json.dumps(result['tutorial'])}", flush=True)
-    result["best"] = preset_run("best", device, args.data_dir, 20 if args.quick else None)
-    print(f"best: {json.dumps(result['best'])}", flush=True)
-    result["fast_time_to_99"] = [time_to_99(mnist, seed, device=str(device)) for seed in seeds]
-    print(f"fast: {json.dumps(result['fast_time_to_99'])}", flush=True)
-    result["predict_images_per_s"] = {precision: prediction_images_per_s(mnist, device, precision)
-                                      for precision in ("fp32", "auto")}
-    if device.type == "cuda":
-        result["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-
-    print(f"\ncnn-mnist on {result['device']}, torch {result['torch']}")
-    print(f"{'training images/s':<34}" + "".join(f"{'batch ' + str(b):>16}" for b in BATCHES))
-    names = ("plain_loop_fp32", "lightning_32-true", "lightning_bf16-mixed", "cnn_mnist", "cnn_mnist_deterministic")
-    for name in names:
-        cells = [result["train_images_per_s"][str(b)][name] for b in BATCHES]
-        print(f"  {name:<32}" + "".join(f"{c:>16,.0f}" if c else f"{'(absent)':>16}" for c in cells))
-    plain = result["train_images_per_s"]["100"]["plain_loop_fp32"]
-    ours = result["train_images_per_s"]["100"]["cnn_mnist"]
-    print(f"  cnn-mnist / plain loop at batch 100: {ours / plain:.2f}x")
-    if "compiled_step_images_per_s" in result:
-        rates = result["compiled_step_images_per_s"]
-        print(f"  the bare step at batch 100, eager {rates['eager']:,.0f}, "
-              f"torch.compile reduce-overhead {rates['reduce-overhead']:,.0f}")
-    for run in (result["tutorial"], result["best"]):
-        print(f"{run['preset']} preset, {run['steps']:,} steps: {run['training_s']:.1f} s of training "
-              f"({run['wall_s']:.1f} s in all), test accuracy {run['accuracy']:.4f}")
-    for run in result["fast_time_to_99"]:
-        reached = f"{run['time_to_99_s']:.2f} s (step {run['step_at_99']})" if run["time_to_99_s"] else "not reached"
-        print(f"fast preset, seed {run['seed']}: 99.0% after {reached}; final {run['final_accuracy']:.4f}")
-    for precision, rates in result["predict_images_per_s"].items():
-        rates_text = ", ".join(f"{name} {rate:,.0f} images/s" for name, rate in rates.items())
-        print(f"prediction at batch 10,000, {precision}: {rates_text}")
-    if "peak_gpu_memory_mib" in result:
-        print(f"peak GPU memory: {result['peak_gpu_memory_mib']:,.0f} MiB")
-    print(json.dumps(result))
+    args.device_ = devices.resolve_device(args.device)
+    args.timed_steps, args.warmup = (5, 2) if args.quick else (args.steps, 30)
+    result = {"sections": {}}
+    if args.skip_done and os.path.exists(args.json):
+        with open(args.json) as file:
+            result = json.load(file)
+    result["environment"] = environment(args.device_)
+    result["quick"] = args.quick
+    try:
+        args.mnist = load_mnist(args.data_dir)
+    except Exception as error:  # every section needs MNIST: say so in the JSON, as a section would
+        result["data_error"] = f"{type(error).__name__}: {error}"
+        write_json(args.json, result)
+        sys.exit(f"gpu_speed.py: no MNIST, so no figures: {result['data_error']}")
+    run_sections(args, result)
+    print_table(result)
+    failed = [name for name in args.sections if "error" in result["sections"].get(name, {})]
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

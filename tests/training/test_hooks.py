@@ -78,6 +78,40 @@ def test_probabilities_hook_logs_every_n_and_zero_means_never(caplog):
     assert "probabilities" not in caplog.text
 
 
+class CountingProbabilities:
+    """Stands in for the probabilities tensor and counts copies to the host (.cpu(), a sync)."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        self.reads += 1
+        return torch.full((2, 10), 0.1)
+
+
+def test_with_info_off_the_log_hooks_read_nothing_off_the_device(caplog):
+    caplog.set_level(logging.WARNING, logger="cnn_mnist")  # as `train -q` and the benchmarks run
+    run, _ = make_run()
+    loss, probabilities = CountingLoss(), CountingProbabilities()
+    hooks = [LoggingHook(every_n_steps=100), ProbabilitiesLogHook(every_n_steps=50)]
+    for hook in hooks:
+        hook.begin(run)
+    for _ in range(350):
+        run.global_step += 1
+        run.loss, run.predictions = loss, {"probabilities": probabilities}
+        for hook in hooks:
+            hook.after_step(run)
+    assert (loss.reads, probabilities.reads) == (0, 0)
+    caplog.set_level(logging.INFO, logger="cnn_mnist")
+    run.global_step = 400
+    for hook in hooks:
+        hook.after_step(run)
+    assert (loss.reads, probabilities.reads) == (1, 1)
+
+
 def test_nan_guard_stops_training_with_the_tutorials_message():
     run, _ = make_run()
     hook = NanGuardHook(check_every_n_steps=10)

@@ -3,7 +3,8 @@ step, end), and the built-in ones: loss and speed log, probabilities log, NaN gu
 TensorBoard summaries, checkpoint saving, validation and a progress bar.
 
 A hook that does not fire on a step costs an integer comparison: values are read off the
-tensors (``.item()``, a host-device sync on an accelerator) only on the steps where it fires.
+tensors (``.item()``, a host-device sync on an accelerator) only on the steps where it fires,
+and the two log hooks do not fire while their logger would drop the line (INFO off).
 
 In a distributed run a hook with ``chief_only`` runs on rank 0 alone; the others run on every
 rank, so anything collective in them must happen at step numbers, which all ranks share.
@@ -93,9 +94,9 @@ class LoggingHook(Hook):
         self._last_step, self._last_time = run.global_step, time.perf_counter()
 
     def after_step(self, run):
-        if not fires(run, self.every_n_steps):
+        if not fires(run, self.every_n_steps) or not log.isEnabledFor(logging.INFO):
             return
-        loss = run.loss.item()  # sync: only on logging steps
+        loss = run.loss.item()  # sync: only on logging steps, and only when the line is shown
         now = time.perf_counter()
         elapsed_s = now - self._last_time
         log.info("loss = %.6g, step = %d (%.3f sec)", loss, run.global_step, elapsed_s)
@@ -113,7 +114,7 @@ class ProbabilitiesLogHook(Hook):
         self.every_n_steps = every_n_steps
 
     def after_step(self, run):
-        if fires(run, self.every_n_steps):
+        if fires(run, self.every_n_steps) and log.isEnabledFor(logging.INFO):
             probabilities = run.predictions["probabilities"].detach().cpu().numpy()  # sync
             text = np.array2string(probabilities, precision=4, suppress_small=True, threshold=40, edgeitems=2)
             log.info("probabilities = %s", text.replace("\n", ""))
