@@ -5,7 +5,8 @@ Sections, each run on its own: an error in one is recorded in the JSON and the o
   preset's) of the plain loop as pytorch/examples writes it (a DataLoader over CPU tensors,
   ``.to(device)`` per batch, fp32, SGD); Lightning's Trainer on the same network and DataLoader
   (fp32 and bf16-mixed); and cnn-mnist's Estimator.train (data resident on the device, the
-  preset's precision, every built-in hook running), without and with --deterministic. Each cell
+  preset's precision, every built-in hook running): the step eager or replayed as a CUDA graph,
+  each with and without --deterministic (graphs and deterministic are the defaults). Each cell
   is isolated too: Lightning failing loses only its cells.
 - ``tutorial``, ``best``: the preset trained from scratch as `cnn-mnist train` runs it: training
   time and test accuracy.
@@ -15,9 +16,12 @@ Sections, each run on its own: an error in one is recorded in the JSON and the o
   test images already on the device (the GPU's figure), ``predictor`` from a host array to
   answers on the host (the user's figure: copy in, answers out), ``estimator_predict`` through
   Estimator.predict (checkpoint reload and hash, one dict per image).
+- ``profile``: the tutorial's step at batch 100 under torch.profiler, eager and graphed: wall and
+  GPU-busy microseconds a step, kernel launches a step, the costliest kernels and host calls.
+- ``tutorial_eager``, ``fast_eager``, ``best_eager``: the presets as before the defaults (eager
+  step, cuDNN autotuned), for comparison.
 - ``compiled_step`` (last: a cold Inductor compile takes 30-120 s): the bare training step eager
-  and under torch.compile(mode="reduce-overhead") (CUDA graphs), to decide whether the Estimator
-  should capture its step.
+  and under torch.compile(mode="reduce-overhead") (CUDA graphs of the network alone).
 Every window is timed between device synchronisations, after a warm-up; each section records its
 wall time and, on CUDA, its peak GPU memory.
 
@@ -152,17 +156,63 @@ class StepTimer(Hook):
         self.images_per_s = (run.global_step - self.first) * run.batch_size / (time.perf_counter() - self.started)
 
 
-def package_images_per_s(mnist, device, preset, batch_size, steps, warmup, deterministic=False):
+def package_images_per_s(mnist, device, preset, batch_size, steps, warmup, deterministic=False, cuda_graphs=False,
+                         hook=None):
     """Estimator.train with the preset's recipe at ``batch_size``: every built-in hook (loss log,
     summaries, NaN guard, checkpoint saver) runs; the restore and final save are outside the window."""
     config = PRESETS[preset]
-    run = RunConfig(**{**config.run.__dict__, "device": str(device), "deterministic": deterministic})
+    run = RunConfig(**{**config.run.__dict__, "device": str(device), "deterministic": deterministic,
+                       "cuda_graphs": cuda_graphs})
     with tempfile.TemporaryDirectory() as model_dir:
         estimator = Estimator(model_dir=model_dir, params=config.params, config=run)
-        timer = StepTimer(warmup)
+        timer = hook or StepTimer(warmup)
         estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=batch_size,
                                        num_epochs=None), steps=warmup + steps, hooks=[timer])
         return timer.images_per_s, estimator.describe()
+
+
+class ProfileHook(StepTimer):
+    """StepTimer under torch.profiler: where a step's time goes, on the host and on the device."""
+
+    def after_step(self, run):
+        super().after_step(run)
+        if run.global_step - run.start_step == self.warmup:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if run.device.type == "cuda" else []))
+            self.profiler.__enter__()
+
+    def end(self, run):
+        super().end(run)
+        self.profiler.__exit__(None, None, None)
+        steps = run.global_step - self.first
+        events = self.profiler.key_averages()
+
+        def device_us(event):
+            return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+
+        kernels = [e for e in events if device_us(e) > 0 and str(e.device_type).endswith("CUDA")]
+        launch_calls = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        launches = sum(e.count for e in events if e.key in launch_calls)
+        self.summary = {
+            "wall_us_per_step": round(run.batch_size / self.images_per_s * 1e6, 1),
+            "gpu_busy_us_per_step": round(sum(device_us(e) for e in kernels) / steps, 1),
+            "kernel_launches_per_step": round(launches / steps, 1),
+            "graph_launches_per_step": round(sum(e.count for e in events if e.key == "cudaGraphLaunch") / steps, 2),
+            "top_gpu_us_per_step": {e.key[:60]: round(device_us(e) / steps, 1)
+                                    for e in sorted(kernels, key=device_us, reverse=True)[:8]},
+            "top_host_us_per_step": {e.key[:60]: round(e.self_cpu_time_total / steps, 1)
+                                     for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]},
+        }
+
+
+def profile(mnist, device, steps, warmup):
+    """The tutorial preset's step at batch 100, eager and graphed, under torch.profiler."""
+    results = {}
+    for name, graphs in (("eager", False), ("cuda_graphs", True)):
+        hook = ProfileHook(warmup)
+        package_images_per_s(mnist, device, "tutorial", 100, steps, warmup, cuda_graphs=graphs, hook=hook)
+        results[name] = hook.summary
+    return results
 
 
 def compiled_step_images_per_s(mnist, device, batch_size, steps, warmup):
@@ -191,15 +241,17 @@ def compiled_step_images_per_s(mnist, device, batch_size, steps, warmup):
     return rates
 
 
-def preset_run(preset, device, data_dir, steps=None):
+def preset_run(preset, device, data_dir, steps=None, **overrides):
     """A preset trained from scratch and evaluated on the test set, as `cnn-mnist train` runs it."""
-    config = PRESETS[preset].with_overrides(device=str(device), **({"steps": steps} if steps else {}))
+    config = PRESETS[preset].with_overrides(device=str(device), **({"steps": steps} if steps else {}), **overrides)
     with tempfile.TemporaryDirectory() as model_dir:
         started = time.perf_counter()
         results = train_and_evaluate(config, model_dir, data_dir)
         wall_s = time.perf_counter() - started
         state = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir))
-    return {"preset": preset, "steps": config.steps, "accuracy": results["accuracy"], "loss": results["loss"],
+    return {"preset": preset, "steps": config.steps, "cuda_graphs": config.run.cuda_graphs,
+            "deterministic": config.run.deterministic,
+            "accuracy": results["accuracy"], "loss": results["loss"],
             "training_s": state["training_seconds"], "wall_s": wall_s}
 
 
@@ -252,25 +304,42 @@ def training_row(mnist, device, batch, steps, warmup):
         plain_loop_fp32=lambda: plain_loop_images_per_s(mnist, device, batch, steps, warmup),
         **{f"lightning_{p}": (lambda p=p: lightning_images_per_s(mnist, device, batch, steps, warmup, p))
            for p in ("32-true", "bf16-mixed")},
-        cnn_mnist=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup),
-        cnn_mnist_deterministic=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup,
-                                                             deterministic=True)[0])
-    if isinstance(row["cnn_mnist"], tuple):
-        row["cnn_mnist"], row["cnn_mnist_runs_as"] = row["cnn_mnist"]
+        cnn_mnist_eager=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup),
+        cnn_mnist_eager_deterministic=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup,
+                                                             deterministic=True)[0],
+        cnn_mnist_graphs=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup,
+                                                      cuda_graphs=True)[0],
+        cnn_mnist_graphs_deterministic=lambda: package_images_per_s(mnist, device, preset, batch, steps, warmup,
+                                                                    deterministic=True, cuda_graphs=True)[0])
+    if isinstance(row["cnn_mnist_eager"], tuple):
+        row["cnn_mnist_eager"], row["cnn_mnist_runs_as"] = row["cnn_mnist_eager"]
     return row
+
+
+# What the defaults replaced (measured against them): the step launched op by op, cuDNN autotuned.
+EAGER = {"cuda_graphs": False, "deterministic": False}
+
+
+def fast_runs(args, **overrides):
+    """time_to_99 of the fast preset (with ``overrides``), seeds 0-2."""
+    config = PRESETS["fast"].with_overrides(**overrides, **({"steps": 20} if args.quick else {}))
+    return [time_to_99(args.mnist, seed, device=str(args.device_), config=config)
+            for seed in ([0] if args.quick else [0, 1, 2])]
 
 
 # (name, rough seconds on an H200 for the budget, what it measures): run in this order, compile last.
 SECTIONS = (
     ("train_100", 40, lambda a: training_row(a.mnist, a.device_, 100, a.timed_steps, a.warmup)),
     ("train_256", 40, lambda a: training_row(a.mnist, a.device_, 256, a.timed_steps, a.warmup)),
-    ("tutorial", 45, lambda a: preset_run("tutorial", a.device_, a.data_dir, 20 if a.quick else None)),
-    ("fast_time_to_99", 45, lambda a: [time_to_99(a.mnist, seed, device=str(a.device_),
-                                                  config=PRESETS["fast"].with_overrides(steps=20) if a.quick else None)
-                                       for seed in ([0] if a.quick else [0, 1, 2])]),
+    ("tutorial", 15, lambda a: preset_run("tutorial", a.device_, a.data_dir, 20 if a.quick else None)),
+    ("fast_time_to_99", 10, lambda a: fast_runs(a)),
     ("predict", 15, lambda a: {p: prediction_images_per_s(a.mnist, a.device_, p, 2 if a.quick else 20)
                                for p in ("fp32", "auto")}),
-    ("best", 90, lambda a: preset_run("best", a.device_, a.data_dir, 20 if a.quick else None)),
+    ("best", 30, lambda a: preset_run("best", a.device_, a.data_dir, 20 if a.quick else None)),
+    ("profile", 20, lambda a: profile(a.mnist, a.device_, a.timed_steps, a.warmup)),
+    ("tutorial_eager", 80, lambda a: preset_run("tutorial", a.device_, a.data_dir, 20 if a.quick else None, **EAGER)),
+    ("fast_eager", 15, lambda a: fast_runs(a, **EAGER)),
+    ("best_eager", 70, lambda a: preset_run("best", a.device_, a.data_dir, 20 if a.quick else None, **EAGER)),
     ("compiled_step", 150, lambda a: compiled_step_images_per_s(a.mnist, a.device_, 100, a.timed_steps, a.warmup)),
 )
 
@@ -348,26 +417,31 @@ def print_table(result):
     rows = {b: figure(result, f"train_{b}") for b in BATCHES}
     if any(rows.values()):
         print(f"{'training images/s':<34}" + "".join(f"{'batch ' + str(b):>16}" for b in BATCHES))
-        for name in ("plain_loop_fp32", "lightning_32-true", "lightning_bf16-mixed", "cnn_mnist",
-                     "cnn_mnist_deterministic"):
+        for name in ("plain_loop_fp32", "lightning_32-true", "lightning_bf16-mixed", "cnn_mnist_eager",
+                     "cnn_mnist_eager_deterministic", "cnn_mnist_graphs", "cnn_mnist_graphs_deterministic"):
             values = [(rows[b] or {}).get(name) for b in BATCHES]
             print(f"  {name:<32}" + "".join(f"{v:>16,.0f}" if isinstance(v, (int, float)) else f"{'-':>16}"
                                             for v in values))
         row = rows[100] or {}
-        if all(isinstance(row.get(k), (int, float)) for k in ("cnn_mnist", "plain_loop_fp32")):
-            print(f"  cnn-mnist / plain loop at batch 100: {row['cnn_mnist'] / row['plain_loop_fp32']:.2f}x")
+        ours = "cnn_mnist_graphs_deterministic"  # the defaults
+        if all(isinstance(row.get(k), (int, float)) for k in (ours, "plain_loop_fp32")):
+            print(f"  cnn-mnist (its defaults) / plain loop at batch 100: {row[ours] / row['plain_loop_fp32']:.2f}x")
     rates = figure(result, "compiled_step")
     if rates:
         print(f"  the bare step at batch 100, eager {rates['eager']:,.0f}, "
               f"torch.compile reduce-overhead {rates['reduce-overhead']:,.0f}")
-    for name in ("tutorial", "best"):
+    for name in ("tutorial", "best", "tutorial_eager", "best_eager"):
         run = figure(result, name)
         if run:
-            print(f"{name} preset, {run['steps']:,} steps: {run['training_s']:.1f} s of training "
+            print(f"{name}: {run['steps']:,} steps, {run['training_s']:.1f} s of training "
                   f"({run['wall_s']:.1f} s in all), test accuracy {run['accuracy']:.4f}")
-    for run in figure(result, "fast_time_to_99") or []:
-        reached = f"{run['time_to_99_s']:.2f} s (step {run['step_at_99']})" if run["time_to_99_s"] else "not reached"
-        print(f"fast preset, seed {run['seed']}: 99.0% after {reached}; final {run['final_accuracy']:.4f}")
+    for name in ("fast_time_to_99", "fast_eager"):
+        for run in figure(result, name) or []:
+            reached = (f"{run['time_to_99_s']:.2f} s (step {run['step_at_99']})" if run["time_to_99_s"]
+                       else "not reached")
+            print(f"{name}, seed {run['seed']}: 99.0% after {reached}; final {run['final_accuracy']:.4f}")
+    for name, summary in (figure(result, "profile") or {}).items():
+        print(f"profile, tutorial step at batch 100, {name}: {json.dumps(summary)}")
     for precision, rates in (figure(result, "predict") or {}).items():
         print(f"prediction at batch 10,000, {precision} ({rates['precision']}): "
               + ", ".join(f"{k} {v:,.0f} images/s" for k, v in rates.items() if k != "precision"))

@@ -27,7 +27,7 @@ def test_one_failing_section_loses_only_its_own_figures_and_a_rerun_keeps_the_re
     best = sections["best"]
     assert best["result"]["preset"] == "best" and best["result"]["steps"] == 20
     assert 0 <= best["result"]["accuracy"] <= 1 and best["result"]["training_s"] > 0
-    assert "tutorial: RuntimeError" in first.stdout and "best preset, 20 steps" in first.stdout
+    assert "tutorial: RuntimeError" in first.stdout and "best: 20 steps" in first.stdout
 
     rerun = gpu_speed("--sections", "tutorial,best", "--skip-done", "--json", str(out), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -419,7 +419,7 @@ TRAIN_FLAGS = ("steps", "batch_size", "learning_rate", "lr_schedule", "optimizer
                "augment_outline", "augment_clean_share", "augment_damage_from_epoch",
                "augment_damage_until_epoch",
                "log_probabilities_every", "save_checkpoints_secs", "save_checkpoints_steps",
-               "keep_checkpoint_max", "precision", "device", "deterministic")
+               "keep_checkpoint_max", "precision", "device", "deterministic", "cuda_graphs")
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -629,7 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
                "CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32", choices=PRECISIONS)
     train_flag("--deterministic", "use torch's deterministic algorithms: on a GPU, the same seed then gives the "
                "same weights, and kill-and-resume the uninterrupted run's (CPU runs are deterministic anyway)",
-               action="store_true", default=None)
+               action=argparse.BooleanOptionalAction, default=None)
+    train_flag("--cuda-graphs", "on a CUDA GPU, replay the training step as one captured CUDA graph (one process, "
+               "sgd or adam, not fp16); elsewhere it changes nothing", action=argparse.BooleanOptionalAction,
+               default=None)
     train_flag("--keep-checkpoint-max", "how many of the newest checkpoints to keep", type=positive_int, metavar="N")
     sub.add_argument("--train-on-all", action="store_true",
                      help="train on all 60,000 training images instead of 55,000 (no validation split)")

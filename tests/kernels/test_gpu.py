@@ -58,7 +58,9 @@ class Inspect(Hook):
 
 
 def test_network_optimizer_average_and_data_live_on_the_device(mnist, tmp_path):
-    trained = estimator(tmp_path / "m")
+    # The eager step, steps 3-40; a replayed graph's steps are checked with the graph tests below
+    # (the capture itself, once, at step 4, copies the learning rate to the device: a sync).
+    trained = estimator(tmp_path / "m", cuda_graphs=False)
     hook = Inspect()
     try:
         trained.train(train_input(mnist, augmentation=Augmentation(rotation=10, shift=2)), max_steps=45, hooks=[hook])
@@ -100,6 +102,55 @@ def test_deterministic_runs_are_identical_and_resume_exactly(mnist, tmp_path, pr
     for key in first:
         assert torch.equal(first[key], second[key]), key
         assert torch.equal(first[key], resumed[key]), key
+
+
+class StopAt(Hook):
+    """Stops the run after step ``step`` (it saves a checkpoint there), as a kill would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def after_step(self, run):
+        if run.global_step == self.step:
+            run.request_stop()
+
+
+SCHEDULED_ADAM = ModelParams(optimizer="adam", ema_decay=0.9, lr_schedule="one_cycle", warmup_fraction=0.2)
+
+
+@cuda_only
+@pytest.mark.parametrize("params", [ModelParams(), SCHEDULED_ADAM], ids=["tutorial-sgd", "adam-ema-one-cycle"])
+def test_a_graphed_step_trains_the_weights_the_eager_step_does(mnist, tmp_path, params):
+    def run(name, graphs, stop_at=None):
+        for stop in ([stop_at] if stop_at else []) + [30]:
+            trained = estimator(tmp_path / name, params=params, precision="fp32", deterministic=True,
+                                cuda_graphs=graphs)
+            hooks = [Inspect(first=6, last=stop), StopAt(stop)]  # past the capture (step 4): no sync
+            try:
+                trained.train(train_input(mnist), max_steps=30, hooks=hooks)  # one schedule, to step 30
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return trained, {k: v.float().cpu() for k, v in trained.network.state_dict().items()}
+
+    _, eager = run("eager", False)
+    graphed_estimator, graphed = run("graphed", True)
+    _, resumed = run("resumed", True, stop_at=12)  # 3 eager steps again after the resume, then a new capture
+    for key in eager:
+        torch.testing.assert_close(graphed[key], eager[key], rtol=0, atol=1e-6, msg=key)
+        assert torch.equal(graphed[key], resumed[key]), key
+    # the checkpoint holds what an eager run on any device restores
+    saved = checkpoints.load_checkpoint(graphed_estimator.latest_checkpoint())
+    assert all(isinstance(g["lr"], float) and not g.get("capturable") for g in saved["optimizer"]["param_groups"])
+
+
+@cuda_only
+def test_a_graphed_run_with_a_short_last_batch_takes_every_step(mnist, tmp_path):
+    images, labels = mnist.train.images[:130], mnist.train.labels[:130]  # 4 epochs: ten batches of 50, one of 20
+    trained = estimator(tmp_path / "m", params=ModelParams(), cuda_graphs=True)
+    trained.train(numpy_input_fn(images, labels, batch_size=50, num_epochs=4, shuffle=False), max_steps=100)
+    assert trained.global_step == 11  # the last one, of another shape than the captured, ran eagerly
+    results = trained.evaluate(numpy_input_fn(mnist.test.images, mnist.test.labels, num_epochs=1, shuffle=False))
+    assert np.isfinite(results["loss"])
 
 
 def test_a_gpu_checkpoint_serves_predicts_and_resumes_on_the_cpu(mnist, tmp_path):

@@ -58,10 +58,12 @@ def resolve_precision(precision: str, device: torch.device = _CPU) -> str:
     return precision
 
 
-def autocast(precision: str, device_type: str = "cpu") -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision on a device type (a no-op for fp32)."""
+def autocast(precision: str, device_type: str = "cpu", cache: bool = True) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved precision on a device type (a no-op for fp32).
+    ``cache=False`` for a step captured as a CUDA graph, as CUDA graphs' rules ask (each weight is
+    cast once a step either way, so the cache saves nothing here)."""
     if precision in DTYPES:
-        return torch.autocast(device_type, dtype=DTYPES[precision])
+        return torch.autocast(device_type, dtype=DTYPES[precision], cache_enabled=cache)
     return contextlib.nullcontext()
 
 

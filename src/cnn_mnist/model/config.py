@@ -93,10 +93,16 @@ class RunConfig:
     scaler); auto: bf16 where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
     device: str = "auto"
     """Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
-    deterministic: bool = False
+    deterministic: bool = True
     """Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then
-    gives the same weights run after run, and a resumed run the uninterrupted one's. CPU runs are
-    deterministic either way."""
+    gives the same weights run after run, and a resumed run the uninterrupted one's. On by default:
+    on an H200 it cost nothing measurable (docs/gpu.md). CPU runs are deterministic either way."""
+    cuda_graphs: bool = True
+    """On a CUDA GPU, capture the training step (forward, backward, the optimizer, the weight
+    average) as one CUDA graph after three eager steps and replay it: one launch a step instead of
+    about eighty, several times the eager step's images/s (docs/performance.md). Used where
+    it applies: one process, the sgd or adam optimizer (fused there), not fp16 (its gradient
+    scaler decides on the host); elsewhere, and on other devices, the step runs eagerly."""
 
     def __post_init__(self):
         if self.save_checkpoints_steps is not None:

@@ -30,6 +30,7 @@ import torch
 from cnn_mnist.data.inputs import ArrayStream
 from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
 from cnn_mnist.kernels import devices
+from cnn_mnist.kernels.cuda_graphs import GraphedStep
 from cnn_mnist.kernels.precision import DESCRIPTIONS, autocast, gradient_scaler, resolve_precision
 from cnn_mnist.model.config import ModelParams, RunConfig
 from cnn_mnist.model.model_fn import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
@@ -113,6 +114,7 @@ class Estimator:
         log.info("Using config: model_dir=%s, %s, %s", self.model_dir, self.params, self.config)
         log.info("Training from global step %d to %d.", self.global_step, target)
         self._run_started = time.perf_counter()
+        train_step = self._step_function()
         with _StopOnCtrlC(lambda: run.global_step) as ctrl_c:
             for hook in hooks:
                 hook.begin(run)
@@ -130,7 +132,7 @@ class Estimator:
                         break
                     run.batch_size = len(images)
                     images, labels, share = self._this_process_part(images, labels)
-                    spec, loss = self._train_step(images, labels, share)
+                    spec, loss = train_step(images, labels, share)
                     self.global_step = run.global_step = run.global_step + 1
                     # The loss is the global batch's; predictions, images and labels this rank's part.
                     run.loss, run.predictions, run.images, run.labels = loss, spec.predictions, images, labels
@@ -159,7 +161,34 @@ class Estimator:
         if self.params.lr_schedule != "constant":
             learning_rate = learning_rate_at(step, target, self.params)
             for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate
+                if isinstance(group["lr"], torch.Tensor):  # a graphed step reads it from the device
+                    group["lr"].fill_(learning_rate)
+                else:
+                    group["lr"] = learning_rate
+
+    def _step_function(self) -> Callable[[torch.Tensor, torch.Tensor, float], tuple[EstimatorSpec, torch.Tensor]]:
+        """``_train_step``, or on a GPU with ``cuda_graphs`` the same step captured as a CUDA graph
+        (see ``kernels.cuda_graphs``) where nothing in it needs the host: one process, a fused
+        optimizer (sgd, adam), no fp16 gradient scaler."""
+        if not (self.config.cuda_graphs and self.device.type == "cuda" and distributed.world_size() == 1
+                and self.scaler is None and self.params.optimizer in ("sgd", "adam")):
+            return self._train_step
+        def step(images, labels):
+            spec, loss = self._train_step(images, labels, 1.0, autocast_cache=False)
+            predictions = {name: value.detach() for name, value in spec.predictions.items()}
+            return EstimatorSpec(spec.mode, predictions, spec.loss.detach()), loss.detach()
+
+        graphed = GraphedStep(step, prepare=self._make_optimizer_capturable)
+        return lambda images, labels, share: graphed(images, labels)
+
+    def _make_optimizer_capturable(self) -> None:
+        """What a captured optimizer step needs: its learning rate in device memory (a schedule
+        then writes it there; a float would be frozen into the graph) and, for Adam, capturable."""
+        for group in self.optimizer.param_groups:
+            if not isinstance(group["lr"], torch.Tensor):
+                group["lr"] = torch.tensor(group["lr"], dtype=torch.float32, device=self.device)
+            if "capturable" in group:
+                group["capturable"] = True
 
     def _this_process_part(self, images: torch.Tensor,
                            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -174,11 +203,11 @@ class Estimator:
         images = images[part].to(self.device, non_blocking=True)
         labels = labels[part].to(self.device, non_blocking=True)
         return images, labels, (part.stop - part.start) / count
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor,
-                    share: float) -> tuple[EstimatorSpec, torch.Tensor]:
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, share: float,
+                    autocast_cache: bool = True) -> tuple[EstimatorSpec, torch.Tensor]:
         """Forward, backward and update on this process's part of a batch; returns the spec and
         the whole batch's loss (a device tensor: nothing here waits for the device)."""
-        with autocast(self.precision, self.device.type):
+        with autocast(self.precision, self.device.type, cache=autocast_cache):
             spec = self._model(self.network, images, labels, Mode.TRAIN)
         self.optimizer.zero_grad(set_to_none=True)
         # In a distributed run, each rank's mean loss weighted by its share of the batch, gradients
@@ -405,7 +434,7 @@ class Estimator:
             "global_step": self.global_step,
             "network": self.network.state_dict(),
             **({"averaged_network": self.averaged.state_dict()} if self.averaged is not None else {}),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": _portable(self.optimizer.state_dict()),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "rng": {"torch": torch.get_rng_state(), **self._device_rng_state()},
             "params": asdict(self.params),
@@ -429,6 +458,17 @@ class Estimator:
             for key, value in results.items():
                 if key != "global_step":
                     writer.add_scalar(key, value, self.global_step)
+
+
+def _portable(optimizer_state: dict) -> dict:
+    """A graphed run's optimizer state as an eager one's: the learning rate a number (not a GPU
+    tensor) and not capturable (which the CPU refuses), so the checkpoint resumes on any device."""
+    for group in optimizer_state["param_groups"]:  # state_dict's groups are copies
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = group["lr"].item()  # sync: at a save only
+        if group.get("capturable"):
+            group["capturable"] = False
+    return optimizer_state
 
 
 def _on_device(stream, device: torch.device):
