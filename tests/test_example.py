@@ -1,6 +1,11 @@
-"""examples/cnn_mnist.py, the tutorial line by line, computes what the package computes and runs."""
+"""examples/: each script runs as users run it (``python examples/NAME.py --steps N``, from the
+clone's root and from another folder) and prints its evaluation; the tutorial's model function
+computes what the package's does."""
 
+import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,12 +14,32 @@ import torch
 from cnn_mnist import Mode, cnn_model_fn
 from cnn_mnist.model.network import ConvNet
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "cnn_mnist.py"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "tutorial.py"
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def test_no_example_shadows_the_package():
+    # `python examples/X.py` puts examples/ first on sys.path: a cnn_mnist.py there hides the package
+    assert EXAMPLES and not (ROOT / "examples" / "cnn_mnist.py").exists()
+    assert not (ROOT / "examples" / "cnn_mnist").exists()
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("where", ["root", "elsewhere"])
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.name)
+def test_each_example_runs_as_users_run_it(script, where, tmp_path):
+    cwd, path = (ROOT, f"examples/{script.name}") if where == "root" else (tmp_path, str(script))
+    done = subprocess.run([sys.executable, path, "--steps", "20", "--model-dir", str(tmp_path / "model")],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = ast.literal_eval(done.stdout.strip().splitlines()[-1])  # the evaluation dict, as printed
+    assert results["global_step"] == 20 and 0.1 <= results["accuracy"] <= 1 and results["loss"] > 0
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("tutorial_example", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("tutorial_example", EXAMPLE)  # its functions, to compare
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

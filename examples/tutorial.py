@@ -2,7 +2,7 @@
 on cnn-mnist's Python API. Each block keeps the tutorial's comment; where PyTorch differs, a
 note says how.
 
-Run: python examples/cnn_mnist.py   (the tutorial's 20,000 steps; --steps N for fewer)
+Run: python examples/tutorial.py   (the tutorial's 20,000 steps; --steps N for fewer)
 """
 
 import argparse
