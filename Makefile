@@ -12,7 +12,7 @@ CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),$(shell command -v chromium 2>/dev/null),
 
 .PHONY: run test docs figures install install-test chromium clean
 
-# Install (with the export and serve extras), fetch and verify MNIST, train the tutorial recipe,
+# Install (with the export, serve and robustness extras), fetch and verify MNIST, train the tutorial recipe,
 # evaluate on the test set.
 run: install
 	$(BIN)/cnn-mnist train $(ARGS)

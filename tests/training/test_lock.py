@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from cnn_mnist.errors import ModelDirLockedError
-from cnn_mnist.training.lock import LOCK_NAME, ModelDirLock
+from cnn_mnist.training.lock import HOLDER_NAME, ModelDirLock
 
 
 def test_second_holder_is_refused_with_who_holds_it(tmp_path):
@@ -39,7 +39,7 @@ def test_lock_held_by_another_process_is_refused(tmp_path):
 
 
 def test_stale_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path, caplog):
-    (tmp_path / LOCK_NAME).write_text("pid 999999 on elsewhere since 2026-01-01 00:00:00")
+    (tmp_path / HOLDER_NAME).write_text("pid 999999 on elsewhere since 2026-01-01 00:00:00")
     with ModelDirLock(tmp_path):
         assert "taking over the lock" in caplog.text and "pid 999999" in caplog.text
-    assert (tmp_path / LOCK_NAME).read_text() == ""  # a clean release leaves no stale PID
+    assert (tmp_path / HOLDER_NAME).read_text() == ""  # a clean release leaves no stale PID

@@ -6,7 +6,6 @@ Sources, tried in order for the files still missing: a directory the user names,
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import http.client
@@ -22,6 +21,8 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import filelock
 
 from cnn_mnist.errors import DataError, DownloadError
 from cnn_mnist.progress import Progress
@@ -388,14 +389,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
 @contextlib.contextmanager
 def _lock_data_dir(target: Path, where: str) -> Iterator[None]:
     """Serialise calls on one directory (e.g. one per training process), so none removes another's partial file."""
+    lock = filelock.FileLock(str(target / ".download.lock"))  # waits; the OS drops it if its holder dies
     try:
-        lock_file = (target / ".download.lock").open("a")
+        lock.acquire()
     except OSError as err:
         raise DataError(f"cannot write in {where}: {err.strerror or err}; fix its permissions or "
                         f"pass another --data-dir (or set {DATA_DIR_ENV})") from None
-    with lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _explain_failure(

@@ -1,23 +1,27 @@
 """One trainer per model directory: an advisory lock that dies with its process.
 
-``fcntl.flock`` is released by the kernel when the holding process exits, however it exits,
-so a lock left by a killed trainer never blocks; the PID written into the file lets us say
-who holds a live lock, and notice when we take over from a dead one.
+The lock is ``filelock``'s (flock on POSIX, msvcrt's locking on Windows): the operating system
+releases it when the holding process exits, however it exits, so a lock left by a killed trainer
+never blocks. Beside it, a holder file names the process that holds the lock (for the error a
+second trainer gets) and is emptied on a clean release, so a name found there by the next holder
+means it takes over from a process that died.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
 import time
 from pathlib import Path
 
+import filelock
+
 from cnn_mnist.errors import ModelDirError, ModelDirLockedError
 from cnn_mnist.training.atomic import why_not_a_folder
 
 LOCK_NAME = ".lock"
+HOLDER_NAME = ".lock.holder"
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +42,46 @@ class ModelDirLock:
 
     def __init__(self, model_dir: str | os.PathLike):
         self.path = Path(model_dir) / LOCK_NAME
-        self._fd: int | None = None
+        self.holder_path = Path(model_dir) / HOLDER_NAME
+        self._lock: filelock.BaseFileLock | None = None
 
     def acquire(self) -> None:
         directory = check_model_dir(self.path.parent)
+        lock = filelock.FileLock(str(self.path), timeout=0)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            lock.acquire()
+        except filelock.Timeout:
+            raise ModelDirLockedError(
+                f"{self.path.parent} is in use by a running train ({self._holder() or 'another process'}); "
+                "wait for it to finish, stop it, or use another --model-dir"
+            ) from None
         except OSError as err:  # a parent that is a file, no permission, a read-only disk
             raise ModelDirError(f"cannot use {directory} as the model directory: {err.strerror or err}; pass "
                                 "another --model-dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise ModelDirLockedError(
-                f"{self.path.parent} is in use by a running train ({holder}); wait for it to finish, "
-                "stop it, or use another --model-dir"
-            ) from None
-        previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        previous = self._holder()
         if previous:
             log.warning("taking over the lock of %s, left by a process that is gone (%s)", self.path.parent, previous)
-        os.ftruncate(fd, 0)
         holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        os.pwrite(fd, holder.encode(), 0)
-        self._fd = fd
+        try:
+            self.holder_path.write_text(holder, encoding="utf-8")
+        except OSError as err:
+            lock.release()
+            raise ModelDirError(f"cannot write in {directory}: {err.strerror or err}; pass another --model-dir") \
+                from None
+        self._lock = lock
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # an empty file means a clean exit; a PID means one that was not
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock is not None:
+            self.holder_path.write_text("", encoding="utf-8")  # empty: a clean exit; a name: one that was not
+            self._lock.release()
+            self._lock = None
+
+    def _holder(self) -> str:
+        try:
+            return self.holder_path.read_text(encoding="utf-8", errors="replace").strip()[:200]
+        except OSError:
+            return ""
 
     def __enter__(self) -> ModelDirLock:
         self.acquire()
