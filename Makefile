@@ -36,7 +36,7 @@ docs: install-test figures
 FIGURES := docs/figures/explain
 figures: install
 	@[ -d runs/docs-model ] || $(BIN)/cnn-mnist train -q --preset fast --model-dir runs/docs-model
-	$(BIN)/cnn-mnist explain -q 0 1 8 --model-dir runs/docs-model --out $(FIGURES)
+	$(BIN)/cnn-mnist explain -q 0 1 8 --model-dir runs/docs-model --output $(FIGURES)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

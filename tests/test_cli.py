@@ -67,6 +67,16 @@ def test_train_then_evaluate_prints_the_result_dict(model_dir, tiny_mnist_dir, n
     assert config["params"]["learning_rate"] == 0.001 and config["batch_size"] == 100  # from the preset
 
 
+def test_train_ends_with_the_figures_evaluate_prints(model_dir, tiny_mnist_dir, no_verify, capsys):
+    # bf16 training where the CPU runs it (auto): train's closing evaluation is evaluate's, in fp32
+    status, trained, _ = run_cli(capsys, "train", "--json", "--preset", "fast", "--steps", "40", "--eval-every", "0",
+                                 "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir))
+    assert status == 0
+    status, evaluated, _ = run_cli(capsys, "evaluate", "--json", "--model-dir", str(model_dir), "--data-dir",
+                                   str(tiny_mnist_dir))
+    assert status == 0 and json.loads(trained) == json.loads(evaluated)
+
+
 def test_eval_every_logs_validation_during_training(model_dir, tiny_mnist_dir, no_verify, capsys, caplog):
     caplog.set_level(logging.INFO)
     status, out, err = run_cli(capsys, "train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
@@ -190,7 +200,7 @@ def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_m
     out_dir = tmp_path / "figures"
     names = ("seven.png", "notes.txt", "blank.png")
     status, out, err = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
-                               *(str(tmp_path / name) for name in names), "3", "--out", str(out_dir))
+                               *(str(tmp_path / name) for name in names), "3", "--output", str(out_dir))
     assert status == 1  # an unreadable file and a blank one: answered as predict answers them
     assert sorted(path.name for path in out_dir.iterdir()) == ["seven.png", "test-3.png"]
     for path in out_dir.iterdir():
@@ -203,7 +213,7 @@ def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_m
     assert len(errors) == 2 and all(line.startswith("cnn-mnist: error: ") for line in errors)
     assert "not an image" in errors[0] and "no digit found" in errors[1]
     status, out, _ = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "3",
-                             "--out", str(out_dir), "--json")
+                             "--out", str(out_dir), "--json")  # the old name of --output still works
     result = json.loads(out)
     assert status == 0 and result["explanations"][0]["figure"] == str(out_dir / "test-3.png")
 
@@ -562,13 +572,6 @@ def test_every_command_that_prints_a_result_takes_json():
     for name in COMMANDS:
         if name != "serve":  # it prints no result: it serves until stopped
             assert parse_arguments([name, "--json", *(["0"] if name in ("predict", "explain") else [])]).json is True
-
-
-def test_install_hints_are_commands_that_work_in_a_clone():
-    from cnn_mnist.errors import install_hint
-
-    hint = install_hint("serve")
-    assert "make install" in hint and ".venv/bin/pip install -e \".[serve]\" -c constraints.txt" in hint
 
 
 HELP_SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"

@@ -212,7 +212,7 @@ def explain(args) -> int:
     _require_model_dir(args.model_dir, args.model_dir_is_default)
     inputs = _read_predict_inputs(args.inputs, args.data_dir)
     predictor = Predictor(args.model_dir, device=args.device)
-    out = prepare_output_dir(args.out, "--out") if any(item.pixels is not None for item in inputs) else None
+    out = prepare_output_dir(args.output, "--output") if any(item.pixels is not None for item in inputs) else None
     written, taken = [], set()
     for item in inputs:
         row = item.row
@@ -673,8 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(sub)
     sub.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="an image file, a test-set index (0-9999), or a .npy file of 28x28 images")
-    sub.add_argument("--out", type=directory, default="explanations", metavar="DIR",
+    sub.add_argument("-o", "--output", type=directory, default="explanations", metavar="DIR",
                      help="folder for the figures, <input name>.png each (default: ./explanations)")
+    sub.add_argument("--out", type=directory, dest="output", help=argparse.SUPPRESS)  # the old name
     device(sub)
 
     sub = command("report", report, "write an HTML report of a trained model: training curves, confusion matrix, "

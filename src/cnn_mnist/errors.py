@@ -71,6 +71,33 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def install_hint(extra: str) -> str:
-    """How to add an optional extra in a clone of the repository (the package is not on PyPI)."""
-    return (f"install the '{extra}' extra: run 'make install' in the clone (it installs every extra), or "
-            f"'.venv/bin/pip install -e \".[{extra}]\" -c constraints.txt'")
+    """How to add an optional extra, fitted to how this copy of the package was installed: the
+    make target in a clone's venv; otherwise a pip line for this Python that adds the extra to the
+    same source (a clone, a wheel file, a Git URL), as pip recorded it in ``direct_url.json``."""
+    import json
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    python = f'"{sys.executable}"' if " " in sys.executable else sys.executable
+    pip = f"{python} -m pip install"
+    try:
+        recorded = metadata.distribution("cnn-mnist").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:  # run from a source tree on sys.path, not installed
+        return f"install the '{extra}' extra: pip install -e \".[{extra}]\" in the clone"
+    if not recorded:  # from a package index
+        return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}]\""
+    source = json.loads(recorded)
+    url = source.get("url", "")
+    if "vcs_info" in source:
+        vcs = source["vcs_info"]
+        commit = f"@{vcs['commit_id']}" if vcs.get("commit_id") else ""
+        return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}] @ {vcs.get('vcs', 'git')}+{url}{commit}\""
+    if source.get("dir_info", {}).get("editable"):
+        clone = Path(unquote(urlparse(url).path))
+        if Path(sys.prefix).resolve() == (clone / ".venv").resolve():
+            return (f"install the '{extra}' extra: run 'make install' in {clone} (it installs every extra), or "
+                    f"'{pip} -e \"{clone}[{extra}]\" -c {clone / 'constraints.txt'}'")
+        return f"install the '{extra}' extra: {pip} -e \"{clone}[{extra}]\""
+    return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}] @ {url}\""

@@ -55,4 +55,5 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
     eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=eval_batch_size,
                                    num_epochs=1, shuffle=False)
-    return classifier.evaluate(eval_input_fn, progress=progress)
+    # In fp32 whatever the training precision, as `cnn-mnist evaluate` runs: one checkpoint, one answer.
+    return classifier.evaluate(eval_input_fn, progress=progress, precision="fp32")

@@ -233,8 +233,12 @@ class Estimator:
 
     def evaluate(self, input_fn: Callable[[], Iterable], name: str | None = None,
                  checkpoint_path: str | os.PathLike | None = None, progress: bool = False,
-                 write_summaries: bool = True) -> dict[str, float | int]:
+                 write_summaries: bool = True, precision: str | None = None) -> dict[str, float | int]:
         """Accuracy and mean loss over every example the input yields, once, in order.
+
+        ``precision`` (fp32, bf16, fp16, auto) evaluates in another precision than the one this
+        Estimator trains in: ``cnn-mnist train`` ends with an fp32 evaluation, as ``cnn-mnist
+        evaluate`` runs, so both print the same figures for one checkpoint.
 
         Results are also written as TensorBoard scalars under ``model_dir/eval`` (or
         ``eval_<name>``) unless ``write_summaries`` is False (a report only reads the directory).
@@ -243,7 +247,7 @@ class Estimator:
         so the figures are one process's on the same checkpoint.
         """
         path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
-        results = self._metrics(input_fn, progress=progress)
+        results = self._metrics(input_fn, progress=progress, precision=precision)
         log.info("%s for global step %d: %s (checkpoint %s)",
                  "Saving dict" if write_summaries else "Evaluated", self.global_step,  # TensorFlow's words
                  ", ".join(f"{k} = {v:.6g}" for k, v in sorted(results.items())), Path(path).name)
@@ -251,14 +255,18 @@ class Estimator:
             self._write_eval_summaries(results, name)
         return results
 
-    def _metrics(self, input_fn: Callable[[], Iterable], progress: bool = False) -> dict[str, float | int]:
+    def _metrics(self, input_fn: Callable[[], Iterable], progress: bool = False,
+                 precision: str | None = None) -> dict[str, float | int]:
         """Accuracy and mean loss of the network as it is now (no restore); in a distributed run,
         a collective (each rank takes its part of every batch; the sums are added over ranks)."""
+        precision = self.precision if precision is None else resolve_precision(precision, self.device)
+        if precision == "fp32":
+            devices.use_exact_fp32(self.device)  # as an fp32 Estimator has it: no TF32 on CUDA
         seen, count, loss_sum, metric_sums = 0, 0, torch.zeros((), dtype=torch.float64, device=self.device), {}
         stream = _on_device(input_fn(), self.device)
         total = len(stream) * stream.num_epochs if isinstance(stream, ArrayStream) and stream.num_epochs else None
         show = progress and distributed.is_chief()
-        with (torch.inference_mode(), autocast(self.precision, self.device.type),
+        with (torch.inference_mode(), autocast(precision, self.device.type),
               Progress("evaluate", total, unit="image") if show else contextlib.nullcontext() as bar):
             for images, labels in stream:
                 if labels is None:
