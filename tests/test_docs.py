@@ -161,6 +161,71 @@ def test_every_command_line_flag_is_documented():
     assert not missing, f"flags the documentation does not name (as `{{flag}}`): {missing}"
 
 
+COMMAND_LINE = re.compile(r"(?:^|`|\$ )((?:\.venv/bin/)?cnn-mnist(?: [^`\n]*)?|python -m cnn_mnist(?: [^`\n]*)?|"
+                          r"(?:\.venv/bin/)?python benchmarks/\w+\.py(?: [^`\n]*)?)", re.MULTILINE)
+
+
+def documented_command_lines() -> list[tuple[str, str]]:
+    """(page, command line) for every `cnn-mnist ...`, `python -m cnn_mnist ...` and `python
+    benchmarks/X.py ...` in README.md and docs/, in code blocks and inline, comments cut off."""
+    found = []
+    for path in [README, *pages()]:
+        for match in COMMAND_LINE.finditer(path.read_text(encoding="utf-8")):
+            line = re.split(r"\s#\s|\s\||\s&&|\s>|\s2>", match.group(1))[0].strip()
+            found.append((path.name, line))
+    return found
+
+
+def flags_of(words: list[str]) -> list[str]:
+    return [word.split("=")[0] for word in words if word.startswith("-") and word not in ("-", "--")]
+
+
+def test_every_documented_command_line_names_a_command_and_flags_that_exist():
+    """What a reader copies from the pages parses: the subcommand exists, and so does each flag."""
+    import argparse
+    import shlex
+
+    from cnn_mnist.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    top_flags = set(parser._option_string_actions)
+    benchmark_help: dict[str, str] = {}
+    wrong = []
+    lines = documented_command_lines()
+    assert len(lines) > 50
+    for page, line in lines:
+        try:
+            words = shlex.split(line.replace("...", ""))
+        except ValueError:  # an unclosed quote in a line cut short by the page: check the words before it
+            words = line.replace("...", "").split()
+        if words[0].endswith("python") and words[1] == "-m":
+            words = ["cnn-mnist", *words[3:]]
+        if words[0].endswith("python"):  # a benchmark: its flags are in its --help
+            script = words[1]
+            if script not in benchmark_help:
+                if not (ROOT / script).exists():
+                    wrong.append(f"{page}: {line} (no {script})")
+                    continue
+                benchmark_help[script] = subprocess.run([sys.executable, str(ROOT / script), "--help"],
+                                                        capture_output=True, text=True, timeout=120).stdout
+            wrong += [f"{page}: {line} ({flag})" for flag in flags_of(words[2:])
+                      if not re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", benchmark_help[script])]
+            continue
+        rest = words[1:]
+        while rest and rest[0] in top_flags:  # cnn-mnist -q train ...
+            rest = rest[1:]
+        if not rest or rest[0] in ("--help", "-h", "--version"):
+            continue
+        command = commands.choices.get(rest[0])
+        if command is None:
+            wrong.append(f"{page}: {line} (no command {rest[0]!r})")
+            continue
+        known = set(command._option_string_actions) | top_flags
+        wrong += [f"{page}: {line} ({flag})" for flag in flags_of(rest[1:]) if flag not in known]
+    assert not wrong, "documented command lines that do not parse:\n" + "\n".join(wrong)
+
+
 def nav_pages(entry) -> list[str]:
     """Every .md file named anywhere in a mkdocs.yml nav entry (lists, {title: page}, {title: [...]})."""
     if isinstance(entry, str):

@@ -483,7 +483,8 @@ def serve(model_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DE
     sock = listen_socket(host, port)
     try:
         app = create_app(model_dir, max_body_bytes=max_body_bytes, device=device)
-        log.info("Serving on %s: the page at /, POST /v1/predict, GET /healthz (Ctrl-C stops)", url_of(sock))
+        log.info("Serving on %s: the page at /, POST /v1/predict, POST /v1/explain, GET /healthz (Ctrl-C stops)",
+                 url_of(sock))
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
     finally:
         sock.close()
