@@ -1,5 +1,7 @@
 """kill -9 a training run at random moments, half of them while a checkpoint is being written,
 resume after each, and compare the final weights with an uninterrupted run's, bit for bit.
+The mid-save kills are forced: those lives' saves wait 1 s before each fsync, so the kill lands
+while the checkpoint's temporary file exists, on any machine.
 
 Each life is a fresh process training through Estimator.train (momentum SGD, dropout, frequent
 checkpoints, 1 thread). After every kill, each checkpoint on disk must load (checksum included):
@@ -35,6 +37,10 @@ torch.set_num_threads(1)  # bit-exact resume needs a fixed thread count
 from cnn_mnist import Estimator, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.data.datasets import load_mnist
 model_dir, data_dir, steps, every = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
+if sys.argv[5] == "slow-saves":  # each fsync waits 1 s: a save's temporary file sits there that long
+    import os, time
+    fsync = os.fsync
+    os.fsync = lambda fd: (time.sleep(1.0), fsync(fd))[1]
 mnist = load_mnist(data_dir, download=data_dir is None)
 estimator = Estimator(model_dir=model_dir, params=ModelParams(optimizer="momentum", learning_rate=0.01),
                       config=RunConfig(save_checkpoints_steps=every, keep_checkpoint_max=3))
@@ -43,10 +49,10 @@ estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_siz
 """
 
 
-def start(model_dir: Path, data_dir: str | None, steps: int, every: int) -> subprocess.Popen:
+def start(model_dir: Path, data_dir: str | None, steps: int, every: int, slow_saves: bool = False) -> subprocess.Popen:
     log = tempfile.TemporaryFile()  # the life's log, read back after it ends
-    process = subprocess.Popen([sys.executable, "-c", TRAINER, str(model_dir), data_dir or "", str(steps), str(every)],
-                               stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen([sys.executable, "-c", TRAINER, str(model_dir), data_dir or "", str(steps), str(every),
+                                "slow-saves" if slow_saves else "-"], stdout=subprocess.DEVNULL, stderr=log)
     process.log = log
     return process
 
@@ -77,7 +83,9 @@ def run_with_kills(model_dir: Path, data_dir: str | None, steps: int, every: int
               "began_at": []}
     for life in range(kills):
         before = temporaries(model_dir)
-        process = start(model_dir, data_dir, steps, every)
+        # Every other life is killed mid-save, forced: its saves wait 1 s before their fsync, so the
+        # kill lands while the temporary file is there however loaded the machine is.
+        process = start(model_dir, data_dir, steps, every, slow_saves=bool(life % 2))
         if life % 2:  # wait for a save in progress: a temporary file this life created
             deadline = time.monotonic() + 120
             while process.poll() is None and time.monotonic() < deadline and not temporaries(model_dir) - before:
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         report["seconds"] = round(time.perf_counter() - started, 1)
     ok = (report["weights_identical"] and report["input_identical"] and report["global_step"] == args.steps
           and report["temporaries_after_resume"] == 0 and report["resumed_from_newest"]
-          and report["kills"] == args.kills)  # every life was cut short, so the last one had to resume
+          and report["kills"] == args.kills  # every life was cut short, so the last one had to resume
+          and report["kills_while_saving"] == args.kills // 2)  # forced: every other life
     for key in ("kills", "kills_while_saving", "temporaries_left_by_kills", "checkpoints_checked",
                 "temporaries_after_resume", "began_at", "resumed_from_newest", "global_step", "weights_identical",
                 "input_identical", "seconds"):

@@ -6,12 +6,13 @@ optimizer (plain SGD at 0.001) and dropout off; torchrun gives each process one 
 """
 
 import ast
+import contextlib
 import importlib.util
 import os
 import re
-import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,17 @@ def torchrun(*argv, env=None, timeout=240) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@contextlib.contextmanager
+def rendezvous_store():
+    """The job's store, served by this test as torchrun's agent serves it (the processes join it
+    with TORCHELASTIC_USE_AGENT_STORE): bound to port 0 and held open all along, so no other
+    process can take the port between its choice and its use. Yields the processes' variables."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                                       timeout=timedelta(seconds=120))
+    try:
+        yield {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    finally:
+        del store
 
 
 def results_of(stdout: str) -> dict:
@@ -156,12 +164,12 @@ def test_rank_0_alone_logs_and_prints(two_processes):
 def test_a_killed_process_stops_the_run_with_one_line_and_the_same_command_resumes(
         program, tiny_mnist_dir, two_processes, tmp_path):
     model_dir = tmp_path / "model"
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-           "OMP_NUM_THREADS": "1", "TEST_RANK1_DIES_AT_STEP": "23"}
     command = [sys.executable, *train_command(program, model_dir, tiny_mnist_dir)]
-    ranks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)]
-    (_, rank_0_err), _ = (process.communicate(timeout=240) for process in ranks)
+    with rendezvous_store() as rendezvous:
+        env = {**os.environ, **rendezvous, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "TEST_RANK1_DIES_AT_STEP": "23"}
+        ranks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)]
+        (_, rank_0_err), _ = (process.communicate(timeout=240) for process in ranks)
     assert ranks[1].returncode == -9 and ranks[0].returncode == 1
     (error,) = [line for line in rank_0_err.splitlines() if line.startswith("cnn-mnist: error:")]
     assert error.startswith("cnn-mnist: error: a process of the distributed run failed (")
