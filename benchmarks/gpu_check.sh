@@ -63,11 +63,11 @@ PY
     fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" || status=$?
-    left() { echo $(( budget - SECONDS )); }
+    left() { local s=$(( budget - SECONDS )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
     # 1. The tests: synthetic data, so they run whatever happens to MNIST. tests/kernels/test_gpu.py
     #    alone: other test modules import tools that machine may lack (schemathesis, ...).
     if [ "${GPU_TESTS:-}" != skip ]; then
-        timeout -s INT -k 15 $(( $(left) / 2 )) "$python" -m pytest -m gpu -q -rs -p no:cacheprovider \
+        timeout -s INT -k 15 $(( $(left) / 2 + 1 )) "$python" -m pytest -m gpu -q -rs -p no:cacheprovider \
             ${GPU_TESTS:-tests/kernels/test_gpu.py} 2>&1 | tee "$out/gpu_tests.log" || status=1
     fi
     # 2. MNIST, for the benchmark alone.

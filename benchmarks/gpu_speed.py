@@ -470,12 +470,14 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     args.device_ = devices.resolve_device(args.device)
     args.timed_steps, args.warmup = (5, 2) if args.quick else (args.steps, 30)
-    result = {"sections": {}}
+    result = {"sections": {}, "environment": environment(args.device_), "quick": args.quick}
     if args.skip_done and os.path.exists(args.json):
         with open(args.json) as file:
-            result = json.load(file)
-    result["environment"] = environment(args.device_)
-    result["quick"] = args.quick
+            earlier = json.load(file)
+        if (earlier.get("environment"), earlier.get("quick")) == (result["environment"], result["quick"]):
+            result = earlier  # its sections with figures are kept
+        else:
+            print(f"--skip-done: {args.json} holds another machine's or mode's figures; measuring anew", flush=True)
     try:
         args.mnist = load_mnist(args.data_dir)
     except Exception as error:  # every section needs MNIST: say so in the JSON, as a section would

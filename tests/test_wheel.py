@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -123,11 +125,12 @@ def test_serve_answers_the_page_and_predict(trained):
     user = trained
     server = subprocess.Popen([str(user["bin"] / "cnn-mnist"), "serve", "--model-dir", str(user["model"]),
                                "--port", "0"], cwd=user["work"], env=user["env"], stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stderr], daemon=True).start()  # drains it
     try:
         url = None
         while url is None:  # the first lines: loading, then "Serving on http://127.0.0.1:PORT: ..."
-            line = server.stderr.readline()
-            assert line, "serve ended before it said where it listens"
+            line = lines.get(timeout=120)  # queue.Empty fails the test rather than hanging it
             found = re.search(r"Serving on (http://[^\s:]+:\d+)", line)
             url = found and found.group(1)
         page = httpx.get(f"{url}/", timeout=60)
@@ -139,4 +142,8 @@ def test_serve_answers_the_page_and_predict(trained):
         assert answer.status_code == 200 and answer.json()["predictions"][0]["class"] in range(10)
     finally:
         server.send_signal(signal.SIGINT)  # Ctrl-C stops it
-        server.wait(timeout=60)
+        try:
+            assert server.wait(timeout=60) == 0
+        finally:
+            server.kill()  # no-op once it has exited
+            server.wait()

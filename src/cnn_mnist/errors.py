@@ -75,29 +75,37 @@ def install_hint(extra: str) -> str:
     make target in a clone's venv; otherwise a pip line for this Python that adds the extra to the
     same source (a clone, a wheel file, a Git URL), as pip recorded it in ``direct_url.json``."""
     import json
+    import shlex
+    import subprocess
     import sys
     from importlib import metadata
     from pathlib import Path
-    from urllib.parse import unquote, urlparse
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
 
-    python = f'"{sys.executable}"' if " " in sys.executable else sys.executable
-    pip = f"{python} -m pip install"
+    def command(*words: str) -> str:  # quoted for this system's shell
+        return subprocess.list2cmdline(words) if sys.platform == "win32" else shlex.join(words)
+
+    pip = (sys.executable, "-m", "pip", "install")
     try:
         recorded = metadata.distribution("cnn-mnist").read_text("direct_url.json")
     except metadata.PackageNotFoundError:  # run from a source tree on sys.path, not installed
         return f"install the '{extra}' extra: pip install -e \".[{extra}]\" in the clone"
     if not recorded:  # from a package index
-        return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}]\""
+        return f"install the '{extra}' extra: {command(*pip, f'cnn-mnist[{extra}]')}"
     source = json.loads(recorded)
     url = source.get("url", "")
     if "vcs_info" in source:
         vcs = source["vcs_info"]
         commit = f"@{vcs['commit_id']}" if vcs.get("commit_id") else ""
-        return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}] @ {vcs.get('vcs', 'git')}+{url}{commit}\""
+        where = f"#subdirectory={source['subdirectory']}" if source.get("subdirectory") else ""
+        requirement = f"cnn-mnist[{extra}] @ {vcs.get('vcs', 'git')}+{url}{commit}{where}"
+        return f"install the '{extra}' extra: {command(*pip, requirement)}"
     if source.get("dir_info", {}).get("editable"):
-        clone = Path(unquote(urlparse(url).path))
+        clone = Path(url2pathname(urlparse(url).path))
+        editable = command(*pip, "-e", f"{clone}[{extra}]")
         if Path(sys.prefix).resolve() == (clone / ".venv").resolve():
-            return (f"install the '{extra}' extra: run 'make install' in {clone} (it installs every extra), or "
-                    f"'{pip} -e \"{clone}[{extra}]\" -c {clone / 'constraints.txt'}'")
-        return f"install the '{extra}' extra: {pip} -e \"{clone}[{extra}]\""
-    return f"install the '{extra}' extra: {pip} \"cnn-mnist[{extra}] @ {url}\""
+            return (f"install the '{extra}' extra: run 'make install' in {clone} (it installs every extra), or: "
+                    f"{command(*pip, '-e', f'{clone}[{extra}]', '-c', str(clone / 'constraints.txt'))}")
+        return f"install the '{extra}' extra: {editable}"
+    return f"install the '{extra}' extra: {command(*pip, f'cnn-mnist[{extra}] @ {url}')}"

@@ -144,6 +144,20 @@ def test_a_graphed_step_trains_the_weights_the_eager_step_does(mnist, tmp_path, 
 
 
 @cuda_only
+def test_only_the_packages_model_function_is_graphed(tmp_path):
+    from cnn_mnist import cnn_model_fn
+
+    def own_model_fn(network, images, labels, mode):  # a user's: may read the host, so eager
+        return cnn_model_fn(network, images, labels, mode)
+
+    ours = estimator(tmp_path / "a", params=ModelParams(), cuda_graphs=True)
+    theirs = Estimator(model_fn=own_model_fn, model_dir=tmp_path / "b", params=ModelParams(),
+                       config=RunConfig(device=DEVICE, cuda_graphs=True, **QUIET))
+    assert ours._step_function() != ours._train_step
+    assert theirs._step_function() == theirs._train_step
+
+
+@cuda_only
 def test_a_graphed_run_with_a_short_last_batch_takes_every_step(mnist, tmp_path):
     images, labels = mnist.train.images[:130], mnist.train.labels[:130]  # 4 epochs: ten batches of 50, one of 20
     trained = estimator(tmp_path / "m", params=ModelParams(), cuda_graphs=True)

@@ -16,6 +16,7 @@ KILL_RESUME = Path(__file__).resolve().parents[2] / "benchmarks" / "kill_resume.
 def test_ten_kills_then_resume_give_the_uninterrupted_weights(tiny_mnist_dir):
     done = subprocess.run([sys.executable, str(KILL_RESUME), "--data-dir", str(tiny_mnist_dir), "--steps", "300",
                            "--every", "5", "--kills", "10"], capture_output=True, text=True, timeout=900)
+    assert done.stdout.strip(), done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["kills"] == 10 and report["kills_while_saving"] == 5  # every other life, forced
     assert report["temporaries_left_by_kills"] >= 5 and report["temporaries_after_resume"] == 0

@@ -361,7 +361,7 @@ def test_serve_errors_are_one_line(tmp_path, trained_model_dir, monkeypatch, cap
     monkeypatch.delitem(sys.modules, "cnn_mnist.use.service")
     assert main(["serve", "--model-dir", str(trained_model_dir)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "make install" in err and "[serve]\"" in err, err
+    assert len(err.splitlines()) == 1 and "make install" in err and "[serve]" in err, err
 
 
 def test_the_cli_does_not_import_the_web_stack_until_serve():

@@ -40,14 +40,17 @@ class GraphedStep:
         self._side: torch.cuda.Stream | None = None
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
-        if self.graph is not None and self._fits(images, labels):
-            self._inputs[0].copy_(images)
-            self._inputs[1].copy_(labels)
-            self.graph.replay()
-            return self._outputs
-        if self.graph is None and self.eager_calls >= self.warmup:
-            return self._capture(images, labels)
-        return self._eager(images, labels)
+        # A graph is captured and replayed on the current device's streams: make that the
+        # tensors' GPU (--device cuda:1 on a machine whose current device is 0).
+        with torch.cuda.device(images.device):
+            if self.graph is not None and self._fits(images, labels):
+                self._inputs[0].copy_(images)
+                self._inputs[1].copy_(labels)
+                self.graph.replay()
+                return self._outputs
+            if self.graph is None and self.eager_calls >= self.warmup:
+                return self._capture(images, labels)
+            return self._eager(images, labels)
 
     @property
     def captured(self) -> bool:

@@ -169,9 +169,11 @@ class Estimator:
     def _step_function(self) -> Callable[[torch.Tensor, torch.Tensor, float], tuple[EstimatorSpec, torch.Tensor]]:
         """``_train_step``, or on a GPU with ``cuda_graphs`` the same step captured as a CUDA graph
         (see ``kernels.cuda_graphs``) where nothing in it needs the host: one process, a fused
-        optimizer (sgd, adam), no fp16 gradient scaler."""
+        optimizer (sgd, adam), no fp16 gradient scaler, and this package's model function (one of
+        the user's may read values on the host, which a capture cannot)."""
         if not (self.config.cuda_graphs and self.device.type == "cuda" and distributed.world_size() == 1
-                and self.scaler is None and self.params.optimizer in ("sgd", "adam")):
+                and self.scaler is None and self.params.optimizer in ("sgd", "adam")
+                and self.model_fn is cnn_model_fn):  # a model function of one's own may read the host
             return self._train_step
         def step(images, labels):
             spec, loss = self._train_step(images, labels, 1.0, autocast_cache=False)

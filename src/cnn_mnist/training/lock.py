@@ -73,9 +73,13 @@ class ModelDirLock:
 
     def release(self) -> None:
         if self._lock is not None:
-            self.holder_path.write_text("", encoding="utf-8")  # empty: a clean exit; a name: one that was not
-            self._lock.release()
-            self._lock = None
+            try:
+                self.holder_path.write_text("", encoding="utf-8")  # empty: a clean exit; a name: one that was not
+            except OSError:  # a full disk or a removed folder: the lock is still given back
+                log.warning("could not clear %s; the next trainer will say it takes over", self.holder_path)
+            finally:
+                self._lock.release()
+                self._lock = None
 
     def _holder(self) -> str:
         try:
