@@ -1,7 +1,16 @@
 """The package as a user installs it: the sdist and the wheel built from this checkout (each must
 carry LICENSE, the page's static files and the C source), the wheel installed with its extras into
 a fresh venv outside the clone, and every command run from another folder. A wheel that misses a
-file fails here. About 3 minutes, most of it the venv's install."""
+file fails here.
+
+That venv also proves the dependency floors: every direct dependency, the extras' included, is
+installed at exactly the lowest version pyproject.toml allows (each `name>=X` constrained to
+`name==X`, the rest resolved as usual: what uv calls lowest-direct resolution), and the fast tests
+run there, against the installed wheel. torch is the exception: its floor (2.6) was read off the
+APIs the code calls, and the venv takes the release constraints.txt pins, as every install does.
+(Users of a fresh `pip install` get the newest releases instead: the rest of the suite, in the
+clone's venv, runs on those.) About 5 minutes here: 1 for the venv, 3 for the fast tests.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +28,43 @@ from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from PIL import Image
 
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.download import default_data_dir
 
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as CI runs
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.real_data  # download --source-dir copies the cached MNIST
 PACKAGED = ("LICENSE", "cnn_mnist/use/static/index.html", "cnn_mnist/use/static/app.js",
             "cnn_mnist/use/static/app.css", "cnn_mnist/kernels/cpu/csrc/pool_relu.c")
+EXTRAS = "export,serve,robustness,docs,test"  # all of them: the fast tests need the test tools
+# The fast tests: no real MNIST, no browser, nothing slow or GPU-only; not this file. Nor the two
+# files that test torch's process handling (torchrun, kills at any moment: 110 s): they call no
+# floored dependency that the tests kept here do not (filelock: tests/training/test_lock.py).
+FAST = ["-m", "not real_data and not browser and not slow and not gpu", "--ignore", "tests/test_wheel.py",
+        "--ignore", "tests/training/test_distributed.py", "--ignore", "tests/training/test_kill_resume.py"]
+
+
+def floors(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, Version]:
+    """Each direct dependency's lowest allowed version: its one `>=` bound."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lines = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        lines += extra
+    found = {}
+    for line in lines:
+        requirement = Requirement(line)
+        if requirement.name == project["name"]:  # the test extra naming the others
+            continue
+        lows = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        assert len(lows) == 1, f"{line!r}: each dependency states its floor with one >="
+        found[canonicalize_name(requirement.name)] = Version(lows[0])
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +84,12 @@ def user(dist, tmp_path_factory) -> dict:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     (wheel,) = dist.glob("*.whl")
+    pins = home / "floors.txt"
+    pins.write_text("".join(f"{name}=={version}\n" for name, version in floors().items() if name != "torch"))
+    # --no-compile: byte-compiling all of torch costs ~20 s; what runs compiles itself on import.
     done = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "-c", str(ROOT / "constraints.txt"), f"{wheel}[export,serve,robustness]"],
-                          capture_output=True, text=True, timeout=1200)
+                           "--no-compile", "-c", str(ROOT / "constraints.txt"), "-c", str(pins), f"{wheel}[{EXTRAS}]"],
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     work = home / "elsewhere"
     work.mkdir()
@@ -147,3 +187,19 @@ def test_serve_answers_the_page_and_predict(trained):
         finally:
             server.kill()  # no-op once it has exited
             server.wait()
+
+
+def test_every_dependency_is_at_its_floor(user):
+    freeze = subprocess.run([str(user["bin"] / "python"), "-m", "pip", "list", "--format", "freeze"],
+                            capture_output=True, text=True, check=True, timeout=300).stdout.split()
+    installed = {canonicalize_name(name): Version(version) for name, version in (line.split("==") for line in freeze)}
+    wanted = {name: version for name, version in floors().items() if name != "torch"}
+    assert {"numpy", "filelock", "onnxruntime", "fastapi", "scikit-image", "mkdocs"} <= set(wanted)
+    assert {name: installed.get(name) for name in wanted} == wanted
+
+
+def test_the_fast_tests_pass_on_the_wheel_with_every_dependency_at_its_floor(user):
+    done = subprocess.run([str(user["bin"] / "python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *FAST],
+                          cwd=ROOT, env=user["env"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout.splitlines()[-1]

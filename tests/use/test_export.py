@@ -10,7 +10,7 @@ import torch
 from cnn_mnist import Estimator, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.cli import main
 from cnn_mnist.data.datasets import load_mnist
-from cnn_mnist.errors import ExportError
+from cnn_mnist.errors import ExportError, install_hint
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.use import export
 from cnn_mnist.use.predictor import Predictor
@@ -184,5 +184,4 @@ def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, 
 def test_onnx_export_without_onnxruntime_says_what_to_install(trained, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     one_line_error(capsys, ["export", "--model-dir", str(trained), "--format", "onnx"],
-                   "ONNX export needs onnxruntime, which is not installed; install the 'export' extra: run "
-                   "'make install'")
+                   f"ONNX export needs onnxruntime, which is not installed; {install_hint('export')}")

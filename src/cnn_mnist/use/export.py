@@ -6,6 +6,7 @@ safetensors (the weights alone, for ``ConvNet().load_state_dict``).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -239,19 +240,24 @@ def _require_onnx() -> None:
 @contextlib.contextmanager
 def _quiet_exporter():
     """Silence the exporter's chatter: missing torchvision ops, optimizer passes logged at INFO,
-    deprecation notices deep in torch. Errors still come through."""
+    deprecation notices deep in torch, and what some onnxscript releases (0.6.0) print to stdout
+    ("Applied 1 of general pattern rewrite rules."), which would land in the command's output and
+    in front of its --json. Errors still come through; what was printed is logged at DEBUG."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    printed = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+        if printed.getvalue().strip():
+            log.debug("the ONNX exporter printed: %s", printed.getvalue().strip())
 
 
 # -- safetensors ---------------------------------------------------------------------------------
