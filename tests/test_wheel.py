@@ -86,9 +86,11 @@ def user(dist, tmp_path_factory) -> dict:
     (wheel,) = dist.glob("*.whl")
     pins = home / "floors.txt"
     pins.write_text("".join(f"{name}=={version}\n" for name, version in floors().items() if name != "torch"))
-    # --no-compile: byte-compiling all of torch costs ~20 s; what runs compiles itself on import.
+    # pip byte-compiles as it installs, as for any user (~40 s here). Skipping that cost more where
+    # PYTHONDONTWRITEBYTECODE is set (this project's machines): each of the fast tests' subprocesses
+    # then recompiled torch in memory, ~2 s an import, 80 s over the run.
     done = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--no-compile", "-c", str(ROOT / "constraints.txt"), "-c", str(pins), f"{wheel}[{EXTRAS}]"],
+                           "-c", str(ROOT / "constraints.txt"), "-c", str(pins), f"{wheel}[{EXTRAS}]"],
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     work = home / "elsewhere"
