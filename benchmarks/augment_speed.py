@@ -28,7 +28,7 @@ import torch
 from cnn_mnist.data.augment import Augmentation, views_as_batch
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
-from cnn_mnist.model.config import preset
+from cnn_mnist.training.presets import preset
 from cnn_mnist.model.network import as_image_batch
 from cnn_mnist.training.estimator import Estimator
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from cnn_mnist import Estimator, RunConfig, numpy_input_fn
 from cnn_mnist.kernels import devices
-from cnn_mnist.model.config import PRESETS
+from cnn_mnist.training.presets import PRESETS
 from cnn_mnist.training.hooks import ValidationHook
 
 

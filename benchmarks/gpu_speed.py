@@ -60,7 +60,7 @@ from cnn_mnist import Estimator, RunConfig, load_mnist, numpy_input_fn  # noqa: 
 from cnn_mnist.experiment import train_and_evaluate  # noqa: E402
 from cnn_mnist.kernels import devices  # noqa: E402
 from cnn_mnist.kernels.precision import autocast, resolve_precision  # noqa: E402
-from cnn_mnist.model.config import PRESETS  # noqa: E402
+from cnn_mnist.training.presets import PRESETS  # noqa: E402
 from cnn_mnist.model.network import ConvNet  # noqa: E402
 from cnn_mnist.training import checkpoints  # noqa: E402
 from cnn_mnist.training.hooks import Hook  # noqa: E402

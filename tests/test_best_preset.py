@@ -12,7 +12,7 @@ import pytest
 
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
-from cnn_mnist.model.config import preset
+from cnn_mnist.training.presets import preset
 from cnn_mnist.training.estimator import Estimator
 
 SUBSET, STEPS, ACCURACY_FLOOR = 12_000, 1_000, 0.990

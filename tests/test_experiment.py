@@ -4,7 +4,7 @@ import pytest
 
 from cnn_mnist.errors import ModelDirLockedError
 from cnn_mnist.experiment import train_and_evaluate
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training.lock import ModelDirLock
 from cnn_mnist.training.run_record import read_run_config, write_run_config
 

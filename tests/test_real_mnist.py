@@ -8,7 +8,7 @@ import pytest
 
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.experiment import train_and_evaluate
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.config import TrainConfig
 
 ACCURACY_FLOOR = 0.97
 

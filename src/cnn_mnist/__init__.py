@@ -5,16 +5,17 @@
 Importing starts nothing: no threads, no seeding, no downloads.
 """
 
-__version__ = "0.1.0"
-
-from cnn_mnist.data.datasets import Mnist, Split, load_mnist  # noqa: E402
-from cnn_mnist.data.inputs import numpy_input_fn  # noqa: E402
-from cnn_mnist.errors import CnnMnistError  # noqa: E402
-from cnn_mnist.model.config import PRESETS, ModelParams, RunConfig, TrainConfig  # noqa: E402
-from cnn_mnist.model.model_fn import EstimatorSpec, Mode, cnn_model_fn  # noqa: E402
-from cnn_mnist.model.network import ConvNet  # noqa: E402
-from cnn_mnist.training.estimator import Estimator  # noqa: E402
-from cnn_mnist.training.hooks import Hook, LoggingHook, ProbabilitiesLogHook, TrainingRun  # noqa: E402
+from cnn_mnist.data.datasets import Mnist, Split, load_mnist
+from cnn_mnist.data.inputs import numpy_input_fn
+from cnn_mnist.errors import CnnMnistError
+from cnn_mnist.model.config import ModelParams
+from cnn_mnist.model.model_fn import EstimatorSpec, Mode, cnn_model_fn
+from cnn_mnist.model.network import ConvNet
+from cnn_mnist.training.config import RunConfig, TrainConfig
+from cnn_mnist.training.estimator import Estimator
+from cnn_mnist.training.hooks import Hook, LoggingHook, ProbabilitiesLogHook, TrainingRun
+from cnn_mnist.training.presets import PRESETS
+from cnn_mnist.version import __version__  # noqa: F401  (cnn_mnist.__version__, as usual)
 
 __all__ = [
     "CnnMnistError", "ConvNet", "Estimator", "EstimatorSpec", "Hook", "LoggingHook", "Mnist", "Mode",

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_mnist import __version__
+from cnn_mnist.version import __version__
 from cnn_mnist.errors import CnnMnistError, DataError, ModelDirError, TrainingInterrupted, install_hint
 from cnn_mnist.kernels.devices import DEVICE_CHOICES, DEVICE_PATTERN
 from cnn_mnist.kernels.precision import PRECISIONS
-from cnn_mnist.model.config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, PRESETS, preset
+from cnn_mnist.model.config import INITIALIZERS, LR_SCHEDULES, OPTIMIZERS
+from cnn_mnist.training.presets import PRESETS, preset
 from cnn_mnist.training.lock import check_model_dir
 
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
@@ -112,7 +113,7 @@ def evaluate(args) -> None:
     from cnn_mnist.data.datasets import load_mnist
     from cnn_mnist.data.inputs import numpy_input_fn
     from cnn_mnist.kernels.devices import inference_batch_size
-    from cnn_mnist.model.config import RunConfig
+    from cnn_mnist.training.config import RunConfig
     from cnn_mnist.training.estimator import Estimator
     from cnn_mnist.training.run_record import read_run_config
 

@@ -10,7 +10,7 @@ from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import ConfigError
 from cnn_mnist.kernels.devices import inference_batch_size
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training import distributed
 from cnn_mnist.training.estimator import Estimator
 from cnn_mnist.training.hooks import ProbabilitiesLogHook, ProgressHook, ValidationHook

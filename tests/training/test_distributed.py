@@ -22,7 +22,7 @@ from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import ConfigError
 from cnn_mnist.experiment import train_and_evaluate
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training import distributed
 from cnn_mnist.training.checkpoints import list_checkpoints, load_checkpoint
 from cnn_mnist.training.estimator import Estimator

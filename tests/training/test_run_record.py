@@ -2,7 +2,7 @@
 
 import json
 
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training.run_record import read_run_config, write_run_config
 
 

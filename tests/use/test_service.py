@@ -25,7 +25,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnn_mnist.cli import build_parser, main  # noqa: E402
 from cnn_mnist.data.inputs import numpy_input_fn  # noqa: E402
 from cnn_mnist.errors import install_hint  # noqa: E402
-from cnn_mnist.model.config import ModelParams, RunConfig  # noqa: E402
+from cnn_mnist.model.config import ModelParams  # noqa: E402
+from cnn_mnist.training.config import RunConfig  # noqa: E402
 from cnn_mnist.training.estimator import Estimator  # noqa: E402
 from cnn_mnist.use.predictor import Predictor  # noqa: E402
 from cnn_mnist.use.service import MAX_IMAGES, create_app, running_server  # noqa: E402

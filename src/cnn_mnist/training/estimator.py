@@ -32,7 +32,8 @@ from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
 from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.cuda_graphs import GraphedStep
 from cnn_mnist.kernels.precision import DESCRIPTIONS, autocast, gradient_scaler, resolve_precision
-from cnn_mnist.model.config import ModelParams, RunConfig
+from cnn_mnist.model.config import ModelParams
+from cnn_mnist.training.config import RunConfig
 from cnn_mnist.model.model_fn import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.progress import Progress

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from cnn_mnist import __version__
-from cnn_mnist.model.config import TrainConfig
+from cnn_mnist.version import __version__
+from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training.atomic import write_atomically
 from cnn_mnist.training.hooks import Hook
 

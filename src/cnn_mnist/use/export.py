@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnn_mnist import __version__
+from cnn_mnist.version import __version__
 from cnn_mnist.errors import ExportError, install_hint
 from cnn_mnist.model.network import IMAGE_SIZE, ConvNet
 from cnn_mnist.training import checkpoints

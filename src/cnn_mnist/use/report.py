@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_mnist import __version__
+from cnn_mnist.version import __version__
 from cnn_mnist.errors import CnnMnistError
 from cnn_mnist.model.network import NUM_CLASSES
 from cnn_mnist.progress import format_duration
@@ -127,7 +127,7 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
     from cnn_mnist.data.datasets import load_mnist
     from cnn_mnist.data.inputs import numpy_input_fn
     from cnn_mnist.kernels.devices import inference_batch_size
-    from cnn_mnist.model.config import RunConfig
+    from cnn_mnist.training.config import RunConfig
     from cnn_mnist.training.estimator import Estimator
 
     # The checkpoint is chosen once and named to both passes below, so a training run saving

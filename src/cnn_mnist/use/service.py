@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from cnn_mnist import __version__
+from cnn_mnist.version import __version__
 from cnn_mnist.data.images import MIN_INK_CONTRAST, as_mnist_pixels, prepare_image
 from cnn_mnist.errors import CnnMnistError, ImageError, NoDigitError, ServeError, install_hint
 from cnn_mnist.model.network import IMAGE_SIZE

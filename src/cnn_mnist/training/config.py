@@ -1,0 +1,138 @@
+"""How training runs: the Estimator's settings (TensorFlow's ``RunConfig``) and one training job
+as the CLI runs it (a preset plus overrides). Every field says what it means; bad values fail early."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnn_mnist.data.augment import Augmentation
+from cnn_mnist.errors import ConfigError
+from cnn_mnist.kernels.devices import check_device_name
+from cnn_mnist.kernels.precision import PRECISIONS
+from cnn_mnist.model.config import ModelParams
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the Estimator runs (TensorFlow's ``tf.estimator.RunConfig``)."""
+
+    seed: int = 0
+    """Seeds the initial weights, the data order and dropout; same seed, same run."""
+    save_checkpoints_secs: float | None = 600
+    """Seconds between checkpoints; None when saving by steps."""
+    save_checkpoints_steps: int | None = None
+    """Steps between checkpoints; when set, it replaces save_checkpoints_secs."""
+    keep_checkpoint_max: int = 5
+    """How many of the newest checkpoints to keep; older ones are deleted."""
+    log_step_count_steps: int = 100
+    """Log the loss and steps/s every this many steps."""
+    save_summary_steps: int = 100
+    """Write TensorBoard scalars every this many steps."""
+    precision: str = "fp32"
+    """fp32; bf16 or fp16 (autocast: convolutions and dense layers in 16 bits; fp16 with a gradient
+    scaler); auto: bf16 where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
+    device: str = "auto"
+    """Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
+    deterministic: bool = True
+    """Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then
+    gives the same weights run after run, and a resumed run the uninterrupted one's. On by default:
+    on an H200 it cost nothing measurable (docs/gpu.md). CPU runs are deterministic either way."""
+    cuda_graphs: bool = True
+    """On a CUDA GPU, capture the training step (forward, backward, the optimizer, the weight
+    average) as one CUDA graph after three eager steps and replay it: one launch a step instead of
+    about eighty, several times the eager step's images/s (docs/performance.md). Used where
+    it applies: one process, the sgd or adam optimizer (fused there), not fp16 (its gradient
+    scaler decides on the host); elsewhere, and on other devices, the step runs eagerly."""
+
+    def __post_init__(self):
+        if self.save_checkpoints_steps is not None:
+            if self.save_checkpoints_steps <= 0:
+                raise ConfigError(f"save_checkpoints_steps must be positive, got {self.save_checkpoints_steps}")
+            object.__setattr__(self, "save_checkpoints_secs", None)
+        elif self.save_checkpoints_secs is None or not self.save_checkpoints_secs > 0:
+            raise ConfigError("save_checkpoints_secs must be positive (or set save_checkpoints_steps)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_device_name(self.device)
+        for name in ("keep_checkpoint_max", "log_step_count_steps", "save_summary_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training job as the CLI runs it: a preset, plus any flags that override it."""
+
+    steps: int = 20_000
+    """Global step to train to (an absolute target: re-running never trains past it)."""
+    batch_size: int = 100
+    """Images per training step; under torchrun, all processes together (the global batch, shared evenly)."""
+    train_on_all: bool = False
+    """Train on all 60,000 training images instead of 55,000 (no validation split left)."""
+    log_probabilities_every: int = 50
+    """Log a batch's softmax probabilities every this many steps, as the tutorial did; 0 = off."""
+    eval_every: int = 0
+    """Evaluate on the validation split every this many steps and at the end; 0 = off."""
+    params: ModelParams = field(default_factory=ModelParams)
+    run: RunConfig = field(default_factory=RunConfig)
+    augment: Augmentation = field(default_factory=Augmentation)
+    """Random transforms of the training images (none in the tutorial)."""
+
+    def __post_init__(self):
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be a positive number, got {self.steps}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch size must be a positive number, got {self.batch_size}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval-every must be 0 (off) or positive, got {self.eval_every}")
+        if self.eval_every and self.train_on_all:
+            raise ConfigError("eval-every needs the validation split, which --train-on-all trains on; drop one")
+        if self.params.consistency and not self.augment.damages:
+            raise ConfigError("consistency compares each image with its damaged view: it needs a damage ingredient "
+                              "(--augment-brightness, -contrast, -noise, -stroke, -erase or -outline)")
+        if self.log_probabilities_every < 0:
+            raise ConfigError(
+                f"log-probabilities-every must be 0 (off) or positive, got {self.log_probabilities_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        values = dict(values)
+        params = ModelParams(**values.pop("params", {}))
+        run = RunConfig(**values.pop("run", {}))
+        augment = Augmentation(**values.pop("augment", {}))
+        return cls(**values, params=params, run=run, augment=augment)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``).
+
+        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``)."""
+        own = {f.name for f in dataclasses.fields(self)}
+        sections = {"params": {f.name for f in dataclasses.fields(ModelParams)},
+                    "run": {f.name for f in dataclasses.fields(RunConfig)},
+                    "augment": {f"augment_{f.name}" for f in dataclasses.fields(Augmentation)}}
+        top, nested = {}, {"params": {}, "run": {}, "augment": {}}
+        for name, value in overrides.items():
+            section = next((s for s, names in sections.items() if name in names), None)
+            if section == "augment":
+                nested[section][name.removeprefix("augment_")] = value
+            elif section is not None:
+                nested[section][name] = value
+            elif name in own:
+                top[name] = value
+            else:
+                raise ConfigError(f"unknown setting {name!r}")
+        run_values = nested["run"]
+        if "save_checkpoints_secs" in run_values and "save_checkpoints_steps" not in run_values:
+            run_values["save_checkpoints_steps"] = None  # an explicit seconds flag switches back to time
+        return dataclasses.replace(
+            self,
+            **top,
+            params=dataclasses.replace(self.params, **nested["params"]),
+            run=dataclasses.replace(self.run, **run_values),
+            augment=dataclasses.replace(self.augment, **nested["augment"]),
+        )
