@@ -1,6 +1,6 @@
 """The package's layers, as pyproject.toml's import-linter contract states them: each may import the
-ones below it, never one above (cli > experiment > use > training > model > data | kernels >
-errors | progress). The contract is checked on the package, and shown to fail on a wrong-way import."""
+ones below it, never one above (cli > experiment > use > training > model > data | kernels > files >
+errors | progress | version). The contract is checked on the package, and shown to fail on a wrong-way import."""
 
 import shutil
 import subprocess

@@ -204,7 +204,7 @@ PREDICT_BATCH_SIZE = 10_000  # inputs per network call (the CPU slices it to its
 
 
 def explain(args) -> int:
-    from cnn_mnist.training.atomic import prepare_output_dir
+    from cnn_mnist.files import prepare_output_dir
     from cnn_mnist.use.explain import explain as explain_digit
     from cnn_mnist.use.explain import figure_png
     from cnn_mnist.use.predictor import Predictor

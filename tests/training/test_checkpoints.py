@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cnn_mnist import files
 from cnn_mnist.errors import CheckpointError
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.training import checkpoints
@@ -58,7 +59,7 @@ def test_no_permission_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch)
     def read_only_directory(**kwargs):  # what mkstemp meets in a directory it may not write (as non-root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(checkpoints.tempfile, "mkstemp", read_only_directory)
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only_directory)
     with pytest.raises(CheckpointError, match="could not write checkpoint model.ckpt-2.pt .*Permission denied"):
         checkpoints.save_checkpoint(tmp_path, {"global_step": 2}, keep_checkpoint_max=5)
     assert sorted(os.listdir(tmp_path)) == ["model.ckpt-1.pt"]

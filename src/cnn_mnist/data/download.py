@@ -25,6 +25,7 @@ from pathlib import Path
 import filelock
 
 from cnn_mnist.errors import DataError, DownloadError
+from cnn_mnist.files import write_atomically
 from cnn_mnist.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -362,26 +363,10 @@ def _remove_partial_files(target: Path, md5: Mapping[str, str]) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory, so ``path`` is either absent or complete."""
+    """``path`` is either absent or complete; its temporary is swept up by _remove_partial_files."""
     try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=_partial_file_prefix(path.name), suffix=".part", delete=False
-        ) as partial:
-            try:
-                # mkstemp makes it 0600; data files are for every user of a shared cache
-                os.fchmod(partial.fileno(), 0o644)
-                partial.write(data)
-                partial.flush()
-                os.fsync(partial.fileno())
-            except BaseException:
-                partial.close()
-                os.unlink(partial.name)
-                raise
-        try:
-            os.replace(partial.name, path)
-        except BaseException:
-            Path(partial.name).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda temp: temp.write_bytes(data), durable=True,
+                         temp_prefix=_partial_file_prefix(path.name), temp_suffix=".part")
     except OSError as err:
         raise DataError(f"cannot write {path}: {err}") from err
 

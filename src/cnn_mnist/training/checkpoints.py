@@ -15,13 +15,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cnn_mnist.errors import CheckpointError
+from cnn_mnist.files import write_atomically
 
 FORMAT = "cnn_mnist.checkpoint/2"
 # Format 1 flattened the last feature map channel-major (c, h, w) before the dense layer;
@@ -117,30 +117,23 @@ def content_digest(state: dict) -> str:
 
 
 def save_checkpoint(model_dir: str | os.PathLike, state: dict, keep_checkpoint_max: int) -> Path:
-    """Write ``state`` (which must hold ``global_step``) atomically, then prune old checkpoints."""
+    """Write ``state`` (which must hold ``global_step``) atomically and durably, then prune old checkpoints."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(model_dir, state["global_step"])
-    temp_name = None
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=model_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
-        with os.fdopen(fd, "wb") as file:
-            contents = {**on_cpu(state), "format": FORMAT}
+    contents = {**on_cpu(state), "format": FORMAT}
+
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as file:
             torch.save({**contents, "sha256": content_digest(contents)}, file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
-        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
-        os.replace(temp_name, path)
-    except BaseException as error:
-        if temp_name:
-            Path(temp_name).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # a full disk, no permission, a read-only mount
-            reason = error.strerror or str(error)
-            raise CheckpointError(
-                f"could not write checkpoint {path.name} in {model_dir} ({reason}); the earlier checkpoints "
-                "are intact: free space or fix permissions, then run the same command to resume") from error
-        raise
-    _fsync_directory(model_dir)  # and the rename itself survives a power cut
+
+    try:
+        write_atomically(path, write, durable=True, temp_prefix=_TEMP_PREFIX)
+    except OSError as error:  # a full disk, no permission, a read-only mount
+        reason = error.strerror or str(error)
+        raise CheckpointError(
+            f"could not write checkpoint {path.name} in {model_dir} ({reason}); the earlier checkpoints "
+            "are intact: free space or fix permissions, then run the same command to resume") from error
     for _, old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
         old.unlink(missing_ok=True)
     return path
@@ -223,13 +216,3 @@ def restore_network(network: nn.Module, state: dict, path: str | os.PathLike, ke
         )
     network.load_state_dict(saved)
 
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

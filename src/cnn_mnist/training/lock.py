@@ -18,7 +18,7 @@ from pathlib import Path
 import filelock
 
 from cnn_mnist.errors import ModelDirError, ModelDirLockedError
-from cnn_mnist.training.atomic import why_not_a_folder
+from cnn_mnist.files import why_not_a_folder
 
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.holder"

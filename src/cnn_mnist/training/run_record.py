@@ -14,7 +14,7 @@ import torch
 
 from cnn_mnist.version import __version__
 from cnn_mnist.training.config import TrainConfig
-from cnn_mnist.training.atomic import write_atomically
+from cnn_mnist.files import write_atomically
 from cnn_mnist.training.hooks import Hook
 
 log = logging.getLogger(__name__)

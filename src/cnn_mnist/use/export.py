@@ -24,7 +24,7 @@ from cnn_mnist.version import __version__
 from cnn_mnist.errors import ExportError, install_hint
 from cnn_mnist.model.network import IMAGE_SIZE, ConvNet
 from cnn_mnist.training import checkpoints
-from cnn_mnist.training.atomic import prepare_output_file, write_atomically
+from cnn_mnist.files import prepare_output_file, write_atomically
 from cnn_mnist.use.predictor import CLASS_NAMES, Predictor
 
 FORMATS = ("onnx", "safetensors")

@@ -21,7 +21,7 @@ from cnn_mnist.errors import CnnMnistError
 from cnn_mnist.model.network import NUM_CLASSES
 from cnn_mnist.progress import format_duration
 from cnn_mnist.training import checkpoints
-from cnn_mnist.training.atomic import prepare_output_dir
+from cnn_mnist.files import prepare_output_dir
 
 log = logging.getLogger(__name__)
 
