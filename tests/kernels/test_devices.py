@@ -116,3 +116,15 @@ def test_a_deterministic_cpu_run_gives_the_same_weights_as_a_plain_one(tiny_mnis
                                        augmentation=None), steps=5)
         weights.append(estimator.network.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_cpu_has_no_stream_of_its_own_to_save_and_no_graphs():
+    """On the CPU, dropout draws from torch's global stream, which the Estimator saves itself; the
+    CUDA side of both (a GPU's stream saved and put back, the step captured) runs in test_gpu.py."""
+    from cnn_mnist.kernels.cuda_graphs import can_capture_on
+
+    cpu = torch.device("cpu")
+    before = torch.get_rng_state()
+    assert devices.rng_state(cpu) == {}
+    devices.restore_rng_state(cpu, {}, seed=123)  # nothing to restore, and the global stream untouched
+    assert torch.equal(torch.get_rng_state(), before) and not can_capture_on(cpu)

@@ -30,6 +30,28 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(other.dense.weight, network.dense.weight)
 
 
+def test_a_training_state_saves_and_reads_back_whole_and_names_the_weights_inference_uses(tmp_path):
+    network, average = ConvNet(), ConvNet(generator=torch.Generator().manual_seed(1))
+    saved = checkpoints.TrainingState(global_step=3, network=network.state_dict(), rng={"torch": torch.get_rng_state()},
+                                      params={"optimizer": "sgd"}, training_seconds=1.5, input={"position": 300})
+    path = saved.save(tmp_path, keep_checkpoint_max=5)
+    plain = checkpoints.read_state(path)
+    assert (plain.path, plain.global_step, plain.training_seconds, plain.input) == (path, 3, 1.5, {"position": 300})
+    assert plain.averaged_network is None and plain.optimizer is None and plain.inference_key == "network"
+    assert set(checkpoints.load_checkpoint(path)) == {"global_step", "network", "rng", "params", "training_seconds",
+                                                      "input", "format"}  # what is unset is not written
+
+    averaged = checkpoints.TrainingState(global_step=4, network=network.state_dict(),
+                                         averaged_network=average.state_dict())
+    averaged.save(tmp_path, keep_checkpoint_max=5)
+    newest = checkpoints.newest_state(tmp_path)
+    assert newest.global_step == 4 and newest.uses_weight_average and newest.training_seconds is None
+    into = ConvNet()
+    newest.restore(into, key=newest.inference_key)
+    assert torch.equal(into.dense.weight, average.dense.weight)
+    assert checkpoints.newest_state(tmp_path / "empty") is None
+
+
 def test_only_the_newest_are_kept_and_latest_is_the_highest_step(tmp_path):
     for step in (1, 5, 10, 100, 1000, 1001):
         checkpoints.save_checkpoint(tmp_path, {"global_step": step}, keep_checkpoint_max=3)

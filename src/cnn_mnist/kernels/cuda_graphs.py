@@ -27,6 +27,11 @@ from typing import Any
 import torch
 
 
+def can_capture_on(device: torch.device) -> bool:
+    """CUDA graphs are CUDA's: on any other device the step runs eagerly."""
+    return device.type == "cuda"
+
+
 class GraphedStep:
     """``step`` captured as a CUDA graph after ``warmup`` eager calls; see the module docstring."""
 

@@ -140,6 +140,23 @@ def _fix_cublas_workspace() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
+def rng_state(device: torch.device) -> dict:
+    """The device's own random stream, for a checkpoint: on a GPU, dropout draws from it there
+    (``{"cuda": state}``); elsewhere the CPU stream the caller saves is the only one."""
+    return {"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+
+
+def restore_rng_state(device: torch.device, saved: dict, seed: int) -> None:
+    """Put back what ``rng_state`` saved; a checkpoint from another device (none saved) starts the
+    GPU's stream from ``seed`` instead, a stream fixed by the run."""
+    if device.type != "cuda":
+        return
+    if "cuda" in saved:
+        torch.cuda.set_rng_state(saved["cuda"], device)
+    else:
+        torch.cuda.manual_seed(seed)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (for timing); nothing on the CPU."""
     if device.type == "cuda":

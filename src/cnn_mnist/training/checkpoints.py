@@ -1,9 +1,11 @@
 """Checkpoints: one file per saved step, written atomically, the newest few kept.
 
-``model.ckpt-<step>.pt`` holds the network, the optimizer, the global step, every RNG state
-and the input position. It is written to a hidden temporary file in the same directory and
-renamed over the final name, so a crash at any moment leaves either the old set of files or
-the new one, never a half-written checkpoint under a real name. Each file carries a SHA-256
+``model.ckpt-<step>.pt`` holds a ``TrainingState``: the network, the weight average, the
+optimizer, the global step, every RNG state and the input position. That type is the one place
+the file's keys are named; the Estimator, the Predictor and the report read and write through it.
+It is written to a hidden temporary file in the same directory and renamed over the final name,
+so a crash at any moment leaves either the old set of files or the new one, never a
+half-written checkpoint under a real name. Each file carries a SHA-256
 of its contents, so a file damaged later (a disk error, a half-finished copy) is detected on
 load; the Estimator then warns and falls back to the previous checkpoint. Loading never
 unpickles arbitrary objects (``weights_only=True``).
@@ -15,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -32,6 +35,63 @@ _NAME = re.compile(r"^model\.ckpt-(\d+)\.pt$")
 _TEMP_PREFIX = ".model.ckpt-"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds: everything a run needs to resume exactly, and what inference reads."""
+
+    global_step: int
+    network: dict  # the trained weights (a state_dict of CPU tensors)
+    averaged_network: dict | None = None  # the weight average, where the run kept one (--ema-decay)
+    optimizer: dict | None = None  # its state_dict, learning rate a number (see Estimator's _portable)
+    scaler: dict | None = None  # fp16's gradient scaler
+    rng: dict = field(default_factory=dict)  # {"torch": CPU stream, "cuda": the GPU's, where it ran}
+    params: dict = field(default_factory=dict)  # the ModelParams it was trained with, as a dict
+    training_seconds: float | None = None  # training wall time of every run that led here (resumes add up)
+    input: dict | None = None  # the input stream's position (ArrayStream.state_dict)
+    path: Path | None = None  # the file it was read from; not saved
+
+    @property
+    def uses_weight_average(self) -> bool:
+        return self.averaged_network is not None
+
+    @property
+    def inference_key(self) -> str:
+        """The weights evaluate and predict use: the average where there is one."""
+        return "averaged_network" if self.uses_weight_average else "network"
+
+    def restore(self, network: nn.Module, key: str = "network") -> None:
+        """Load ``key``'s weights into ``network``, first checking that they belong to its architecture."""
+        restore_network(network, {key: getattr(self, key)}, self.path or "checkpoint", key=key)
+
+    def to_dict(self) -> dict:
+        """The saved keys (the ones set), as ``save_checkpoint`` writes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "path" and getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, state: dict, path: str | os.PathLike | None = None) -> TrainingState:
+        names = {f.name for f in fields(cls)} - {"path"}
+        values = {key: value for key, value in state.items() if key in names}  # format, sha256 are the file's
+        values["global_step"] = int(values["global_step"])
+        if values.get("training_seconds") is not None:  # absent from the first checkpoints
+            values["training_seconds"] = float(values["training_seconds"])
+        return cls(**values, path=None if path is None else Path(path))
+
+    def save(self, model_dir: str | os.PathLike, keep_checkpoint_max: int) -> Path:
+        return save_checkpoint(model_dir, self.to_dict(), keep_checkpoint_max)
+
+
+def read_state(path: str | os.PathLike) -> TrainingState:
+    """The checkpoint at ``path``, checked (format, checksum) and read without executing anything."""
+    return TrainingState.from_dict(load_checkpoint(path), path)
+
+
+def newest_state(model_dir: str | os.PathLike) -> TrainingState | None:
+    """The newest checkpoint that reads back intact (see ``load_newest_good``); None if there is none."""
+    found = load_newest_good(model_dir)
+    return None if found is None else TrainingState.from_dict(found[1], found[0])
 
 
 def checkpoint_path(model_dir: str | os.PathLike, step: int) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import logging
 import os
@@ -22,7 +23,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ import torch
 from cnn_mnist.data.inputs import ArrayStream
 from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
 from cnn_mnist.kernels import devices
-from cnn_mnist.kernels.cuda_graphs import GraphedStep
+from cnn_mnist.kernels.cuda_graphs import GraphedStep, can_capture_on
 from cnn_mnist.kernels.precision import DESCRIPTIONS, autocast, gradient_scaler, resolve_precision
 from cnn_mnist.model.config import ModelParams
 from cnn_mnist.training.config import RunConfig
@@ -93,15 +93,19 @@ class Estimator:
                 checkpoints.remove_stale_temporaries(self.model_dir)
                 return self._read_checkpoint()
 
-            saved = self._apply_checkpoint(distributed.from_chief(open_model_dir), required=False, for_training=True)
+            saved = self._received_state(distributed.from_chief(open_model_dir))
+            if saved is None:
+                self._start_fresh()
+            else:
+                self._restore_training(saved)
             target = self.global_step + steps if steps is not None else max_steps
             if self.global_step >= target:
                 log.info("Already at global step %d, at or past max_steps %d: nothing to train.",
                          self.global_step, target)
                 return self
             stream = _on_device(input_fn(), self.device)
-            if saved is not None and isinstance(stream, ArrayStream) and "input" in saved:
-                if not stream.load_state_dict(saved["input"]):
+            if saved is not None and isinstance(stream, ArrayStream) and saved.input is not None:
+                if not stream.load_state_dict(saved.input):
                     log.warning("the input differs from the checkpoint's (size or seed): its data order starts anew")
             self._run_steps(iter(stream), stream, target, list(hooks))
         return self
@@ -172,7 +176,7 @@ class Estimator:
         (see ``kernels.cuda_graphs``) where nothing in it needs the host: one process, a fused
         optimizer (sgd, adam), no fp16 gradient scaler, and this package's model function (one of
         the user's may read values on the host, which a capture cannot)."""
-        if not (self.config.cuda_graphs and self.device.type == "cuda" and distributed.world_size() == 1
+        if not (self.config.cuda_graphs and can_capture_on(self.device) and distributed.world_size() == 1
                 and self.scaler is None and self.params.optimizer in ("sgd", "adam")
                 and self.model_fn is cnn_model_fn):  # a model function of one's own may read the host
             return self._train_step
@@ -249,7 +253,7 @@ class Estimator:
         In a distributed run every rank evaluates part of each batch and the sums are added up,
         so the figures are one process's on the same checkpoint.
         """
-        path = self._restore(required=True, checkpoint_path=checkpoint_path)["path"]
+        path = self._restore(checkpoint_path).path
         results = self._metrics(input_fn, progress=progress, precision=precision)
         log.info("%s for global step %d: %s (checkpoint %s)",
                  "Saving dict" if write_summaries else "Evaluated", self.global_step,  # TensorFlow's words
@@ -310,7 +314,7 @@ class Estimator:
         The checkpoint is restored now, so a missing one is an error here rather than at the
         first ``next()``.
         """
-        self._restore(required=True, checkpoint_path=checkpoint_path)
+        self._restore(checkpoint_path)
         return self._predictions(input_fn)
 
     def _predictions(self, input_fn) -> Iterator[dict]:
@@ -363,71 +367,75 @@ class Estimator:
         self.global_step = 0
         self.training_seconds = 0.0
 
-    def _restore(self, required: bool, checkpoint_path: str | os.PathLike | None = None,
-                 for_training: bool = False) -> dict | None:
-        """Load the newest (or the given) checkpoint; start fresh if there is none and that is allowed.
-
-        Training also restores the optimizer and the random stream; evaluation needs only weights.
-        In a distributed run rank 0 reads the file and every rank restores what it sent.
-        """
-        found = distributed.from_chief(lambda: self._read_checkpoint(checkpoint_path))
-        return self._apply_checkpoint(found, required, for_training)
+    def _restore(self, checkpoint_path: str | os.PathLike | None = None) -> checkpoints.TrainingState:
+        """The weights evaluate and predict use, from the newest (or the given) checkpoint; an error
+        if there is none. In a distributed run rank 0 reads the file and every rank restores it."""
+        state = self._received_state(distributed.from_chief(lambda: self._read_checkpoint(checkpoint_path)))
+        if state is None:
+            raise checkpoints.no_checkpoint_error(self.model_dir)
+        self._restore_weights(state)
+        return state
 
     def _read_checkpoint(self, checkpoint_path: str | os.PathLike | None = None) -> dict | None:
-        """``{"path": str, "state": dict}`` of the given checkpoint or the newest good one; None if none."""
+        """The given checkpoint or the newest good one, as ``from_chief`` can send it; None if none."""
         if checkpoint_path:
-            return {"path": str(checkpoint_path), "state": checkpoints.load_checkpoint(Path(checkpoint_path))}
-        found = checkpoints.load_newest_good(self.model_dir)
-        return None if found is None else {"path": str(found[0]), "state": found[1]}
+            state = checkpoints.read_state(checkpoint_path)
+        else:
+            state = checkpoints.newest_state(self.model_dir)
+        return None if state is None else {"path": str(state.path), "state": state.to_dict()}
 
-    def _apply_checkpoint(self, found: dict | None, required: bool, for_training: bool) -> dict | None:
-        if found is None:
-            if required:
-                raise checkpoints.no_checkpoint_error(self.model_dir)
-            self._initialize()
-            # Dropout's random stream: the run's seed on rank 0 (and in a single process), and a
-            # stream of its own on every other rank, so ranks do not share masks.
-            torch.manual_seed(self.config.seed + distributed.rank())
-            return None
-        path, state = Path(found["path"]), found["state"]
-        checkpoints.restore_network(self.network, state, path)
-        if "averaged_network" in state and (self.params.ema_decay or not for_training):
+    @staticmethod
+    def _received_state(found: dict | None) -> checkpoints.TrainingState | None:
+        return None if found is None else checkpoints.TrainingState.from_dict(found["state"], found["path"])
+
+    def _start_fresh(self) -> None:
+        self._initialize()
+        # Dropout's random stream: the run's seed on rank 0 (and in a single process), and a
+        # stream of its own on every other rank, so ranks do not share masks.
+        torch.manual_seed(self.config.seed + distributed.rank())
+
+    def _restore_weights(self, state: checkpoints.TrainingState) -> None:
+        """The trained weights and the weight average where the checkpoint has one: what inference needs."""
+        state.restore(self.network)
+        if state.uses_weight_average:
             if self.averaged is None:
                 self._start_average()
-            checkpoints.restore_network(self.averaged, state, path, key="averaged_network")
-        elif self.params.ema_decay and for_training:  # the average starts from the restored weights
-            self._start_average()
+            state.restore(self.averaged, key="averaged_network")
         else:
             self.averaged = None
-        self.global_step = int(state["global_step"])
-        self.training_seconds = float(state.get("training_seconds", 0.0))
-        log.info("Restoring parameters from %s", path)
-        if not for_training:
-            return {**state, "path": path}
-        if "optimizer" in state and state.get("params", {}).get("optimizer") == self.params.optimizer:
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = state.global_step
+        self.training_seconds = state.training_seconds or 0.0
+        log.info("Restoring parameters from %s", state.path)
+
+    def _restore_training(self, state: checkpoints.TrainingState) -> None:
+        """The weights, then what resuming needs on top: this run's average (kept, started from the
+        restored weights, or dropped), the optimizer, the gradient scaler and the random streams."""
+        self._restore_weights(state)
+        if not self.params.ema_decay:
+            self.averaged = None
+        elif self.averaged is None:  # the average starts from the restored weights
+            self._start_average()
+        if state.optimizer is not None and state.params.get("optimizer") == self.params.optimizer:
+            self.optimizer.load_state_dict(state.optimizer)
             for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
                 group["lr"] = self.params.learning_rate
         else:
             self.optimizer = build_optimizer(self.network.parameters(), self.params)
-            log.warning("%s was trained with another optimizer; %s starts with fresh state", path.name,
+            log.warning("%s was trained with another optimizer; %s starts with fresh state", state.path.name,
                         self.params.optimizer)
         if self.scaler is not None:
-            if "scaler" in state:
-                self.scaler.load_state_dict(state["scaler"])
+            if state.scaler is not None:
+                self.scaler.load_state_dict(state.scaler)
             else:
                 self.scaler = gradient_scaler(self.precision, self.device)
-        if "rng" in state:
-            torch.set_rng_state(state["rng"]["torch"])
-            if self.device.type == "cuda" and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)  # dropout's stream there
-            elif self.device.type == "cuda":  # a run from another device: a stream fixed by the step
-                torch.cuda.manual_seed(self._resumed_stream_seed())
+        if state.rng:
+            torch.set_rng_state(state.rng["torch"])
+            # the GPU's dropout stream; from another device's checkpoint, a stream fixed by the step
+            devices.restore_rng_state(self.device, state.rng, self._resumed_stream_seed())
         if distributed.rank() > 0:
             # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
             # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
             torch.manual_seed(self._resumed_stream_seed())
-        return {**state, "path": path}
 
     def _resumed_stream_seed(self) -> int:
         """A seed for a random stream the checkpoint does not hold: fixed by the run, rank and step."""
@@ -441,26 +449,18 @@ class Estimator:
                     f"NaN loss during training (weights not finite at step {self.global_step}); "
                     "the last good checkpoint is kept: lower the learning rate and run again to resume from it"
                 )
-        state = {
-            "global_step": self.global_step,
-            "network": self.network.state_dict(),
-            **({"averaged_network": self.averaged.state_dict()} if self.averaged is not None else {}),
-            "optimizer": _portable(self.optimizer.state_dict()),
-            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            "rng": {"torch": torch.get_rng_state(), **self._device_rng_state()},
-            "params": asdict(self.params),
-            # Training wall time over every run that led here (resumes add up), for the report.
-            "training_seconds": self.training_seconds + time.perf_counter() - self._run_started,
-        }
-        if isinstance(stream, ArrayStream):
-            state["input"] = stream.state_dict()
-        return checkpoints.save_checkpoint(self.model_dir, state, self.config.keep_checkpoint_max)
-
-    def _device_rng_state(self) -> dict:
-        """The GPU's random stream (dropout draws from it there), restored only on a CUDA device."""
-        if self.device.type != "cuda":
-            return {}
-        return {"cuda": torch.cuda.get_rng_state(self.device)}
+        state = checkpoints.TrainingState(
+            global_step=self.global_step,
+            network=self.network.state_dict(),
+            averaged_network=None if self.averaged is None else self.averaged.state_dict(),
+            optimizer=_portable(self.optimizer.state_dict()),
+            scaler=None if self.scaler is None else self.scaler.state_dict(),
+            rng={"torch": torch.get_rng_state(), **devices.rng_state(self.device)},
+            params=dataclasses.asdict(self.params),
+            training_seconds=self.training_seconds + time.perf_counter() - self._run_started,
+            input=stream.state_dict() if isinstance(stream, ArrayStream) else None,
+        )
+        return state.save(self.model_dir, self.config.keep_checkpoint_max)
 
     def _write_eval_summaries(self, results: dict, name: str | None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: ~1 s, so only here

@@ -42,19 +42,17 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.device = devices.resolve_device(device)  # before the file is read: a bad device is the first error
         if checkpoint_path:
-            found = (Path(checkpoint_path), checkpoints.load_checkpoint(checkpoint_path))
+            state = checkpoints.read_state(checkpoint_path)
         else:
-            found = checkpoints.load_newest_good(self.model_dir)  # warns about damaged newer ones
-        if found is None:
+            state = checkpoints.newest_state(self.model_dir)  # warns about damaged newer ones
+        if state is None:
             raise checkpoints.no_checkpoint_error(self.model_dir)
-        path, state = found
         self.network = ConvNet().to(self.device, memory_format=torch.channels_last)
-        key = "averaged_network" if "averaged_network" in state else "network"
-        checkpoints.restore_network(self.network, state, path, key=key)  # CPU tensors, copied to the device
+        state.restore(self.network, key=state.inference_key)  # CPU tensors, copied to the device
         self.network.eval().requires_grad_(False)
-        self.checkpoint_path = path
-        self.global_step = int(state["global_step"])
-        self.uses_weight_average = key == "averaged_network"
+        self.checkpoint_path = path = state.path
+        self.global_step = state.global_step
+        self.uses_weight_average = state.uses_weight_average
         self.precision = resolve_precision(precision, self.device)
         if self.precision == "fp32":
             devices.use_exact_fp32(self.device)

@@ -132,10 +132,10 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
 
     # The checkpoint is chosen once and named to both passes below, so a training run saving
     # meanwhile cannot give them different weights; its state says what the Estimator does not.
-    found = checkpoints.load_newest_good(model_dir)
-    if found is None:
+    state = checkpoints.newest_state(model_dir)
+    if state is None:
         raise checkpoints.no_checkpoint_error(model_dir)
-    path, state = found
+    path = state.path
     test = load_mnist(data_dir).test
     classifier = Estimator(model_dir=model_dir, config=RunConfig(device=device))
     input_fn = numpy_input_fn(test.images, test.labels, batch_size=inference_batch_size(classifier.device),
@@ -143,15 +143,13 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
 
     results = classifier.evaluate(input_fn, checkpoint_path=path, write_summaries=False)
     predictions = list(classifier.predict(input_fn, checkpoint_path=path))
-    training_seconds = state.get("training_seconds")
     return TestEvaluation(
         accuracy=results["accuracy"], loss=results["loss"], global_step=results["global_step"],
         classes=np.array([p["classes"] for p in predictions], dtype=np.int64),
         probabilities=np.stack([p["probabilities"] for p in predictions]).astype(np.float32),
         labels=test.labels.numpy().astype(np.int64), images=test.images.numpy(),
         conv1_weight=classifier.evaluation_network.conv1.weight.detach().float().cpu().numpy().copy(),
-        checkpoint_path=path, uses_weight_average="averaged_network" in state,
-        training_seconds=None if training_seconds is None else float(training_seconds),
+        checkpoint_path=path, uses_weight_average=state.uses_weight_average, training_seconds=state.training_seconds,
     )
 
 
