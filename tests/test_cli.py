@@ -247,11 +247,46 @@ def one_line_error(capsys, argv, expected, status=1):
     assert expected in err, err
 
 
+def test_every_setting_is_a_train_flag_with_its_docstring_as_help():
+    """Adding a setting is adding one field: its flag, metavar or choices and help come from the field."""
+    import argparse
+    import dataclasses
+
+    from cnn_mnist.cli import build_parser
+    from cnn_mnist.cli.parser import SETTINGS, field_docs
+    from cnn_mnist.data.augment import Augmentation
+
+    train = next(action for action in build_parser()._actions
+                 if isinstance(action, argparse._SubParsersAction)).choices["train"]
+    flags = {action.dest: action for action in train._actions}
+    assert len(train.get_default("settings")) == 36  # the 35 of before and --train-on-all
+    for _, settings, prefix in SETTINGS:
+        docs = field_docs(settings)
+        for setting in dataclasses.fields(settings):
+            if setting.default is dataclasses.MISSING or setting.metadata.get("flag") is False:
+                continue
+            action = flags[f"{prefix.replace('-', '_')}{setting.name}"]
+            first_words = " ".join(docs[setting.name].split()[:3]).lower().rstrip(".,;:")
+            assert action.help.lower().startswith(first_words), (setting.name, action.help)
+            assert action.metavar == setting.metadata.get("metavar") and action.default is None
+    assert flags["augment_rotation"].option_strings == ["--augment-rotation"]
+    assert not {"warmup_fraction", "log_step_count_steps"} & set(flags)  # kept off the command line
+    assert dataclasses.fields(Augmentation)[0].metadata["metavar"] == "DEG"
+
+
 def test_bad_numbers_are_rejected_by_the_parser(capsys):
-    for argv, message in ((["train", "--steps", "-5"], "must be a positive integer, got -5"),
-                          (["train", "--batch-size", "0"], "must be a positive integer, got 0"),
-                          (["train", "--learning-rate", "abc"], "not a number"),
-                          (["train", "--dropout", "1.5"], "must be in [0, 1)"),
+    """A settings flag's value is checked by its dataclass (__post_init__, the one check), at the
+    flag; a check across settings when the config is built; both as the parser's one line."""
+    for argv, message in ((["train", "--steps", "-5"], "argument --steps: steps must be a positive number, got -5"),
+                          (["train", "--batch-size", "0"], "batch size must be a positive number, got 0"),
+                          (["train", "--learning-rate", "abc"], "argument --learning-rate: not a number"),
+                          (["train", "--learning-rate", "inf"], "learning rate must be a positive number, got inf"),
+                          (["train", "--dropout", "1.5"], "argument --dropout: dropout must be in [0, 1)"),
+                          (["train", "--augment-erase", "0.9"], "augmentation erase must be at most 0.5"),
+                          (["train", "--eval-every", "5", "--train-on-all"],
+                           "train: eval-every needs the validation split"),
+                          (["train", "--consistency", "1"], "train: consistency compares each image with its "
+                                                            "damaged view"),
                           (["evaluate", "--data-dir", ""], "is empty; give a directory")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
@@ -408,9 +443,9 @@ def test_train_on_all_turns_the_presets_validation_off_but_an_explicit_one_is_an
     status, out, err = run_cli(capsys, "train", "--train-on-all", "--model-dir", str(model_dir), "--data-dir",
                                str(tiny_mnist_dir), *FAST)
     assert status == 0 and "'global_step': 20" in out
-    status, out, err = run_cli(capsys, "train", "--train-on-all", "--eval-every", "10", "--model-dir",
-                               str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST)
-    assert status == 1 and "eval-every needs the validation split" in err
+    one_line_error(capsys, ["train", "--train-on-all", "--eval-every", "10", "--model-dir", str(model_dir),
+                            "--data-dir", str(tiny_mnist_dir), *FAST], "eval-every needs the validation split",
+                   status=2)  # a check across settings (TrainConfig's), said as the parser's error
 
 
 # -- every bad input is one line, before any expensive work ---------------------------------------
@@ -515,7 +550,7 @@ def test_export_takes_its_format_from_the_output_name(trained, tiny_mnist_dir, t
 
 
 def test_ctrl_c_says_whether_a_checkpoint_was_saved(monkeypatch, capsys):
-    from cnn_mnist import cli
+    from cnn_mnist.cli import parser
     from cnn_mnist.errors import TrainingInterrupted
 
     for saved, expected in ((True, "interrupted at global step 42; a checkpoint of it was saved"),
@@ -523,15 +558,14 @@ def test_ctrl_c_says_whether_a_checkpoint_was_saved(monkeypatch, capsys):
         def stopped(args, saved=saved):
             raise TrainingInterrupted(42, saved=saved)
 
-        monkeypatch.setattr(cli, "train", stopped)
-        monkeypatch.setattr(cli, "build_parser", functools.partial(_parser_running, stopped))
+        monkeypatch.setattr(parser, "build_parser", functools.partial(_parser_running, stopped))
         one_line_error(capsys, [], expected, status=130)
 
 
 def _parser_running(function):
-    from cnn_mnist import cli
+    from cnn_mnist.cli.parser import _Parser
 
-    parser = cli._Parser(prog="cnn-mnist")
+    parser = _Parser(prog="cnn-mnist")
     parser.set_defaults(command=function, quiet=False, verbose=False)
     return parser
 

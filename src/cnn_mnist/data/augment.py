@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -33,49 +33,72 @@ ERASE_PROBABILITY = 0.5  # and the share of images that get one
 class Augmentation:
     """Ranges of the random transforms; each is drawn uniformly in [-x, x], per image. 0 = off."""
 
-    rotation: float = 0.0
-    """Degrees of rotation."""
-    scale: float = 0.0
-    """Relative change of size: 0.1 draws sizes in [0.9, 1.1]."""
-    shear: float = 0.0
-    """Degrees of horizontal shear."""
-    shift: float = 0.0
-    """Pixels of translation, each axis."""
-    elastic: float = 0.0
-    """Pixels: standard deviation of a smooth random displacement of every pixel (elastic distortion)."""
-    brightness: float = 0.0
-    """A grey background: a level drawn in [0, x] added to every pixel (a uniform grey paper). 0 = off."""
-    contrast: float = 0.0
-    """Fainter ink: the image scaled by a factor drawn in [1 - x, 1]. 0 = off."""
-    noise: float = 0.0
-    """Pixel noise: Gaussian, its standard deviation drawn in [0, x] per image. 0 = off."""
-    stroke: float = 0.0
-    """Pen width: each image's strokes thickened or thinned by up to x of a pixel per side (a
-    blend toward its 3x3 dilation or erosion), drawn in [-x, x]; at most 1. 0 = off."""
-    erase: float = 0.0
-    """Occlusion (random erasing): half the images get a rectangle of a random grey level, its
-    area drawn in [2%, x] of the image and its sides in a ratio between 1:3 and 3:1; at most 0.5. 0 = off."""
-    outline: float = 0.0
-    """Hollow strokes: this share of the images, drawn at random, replaced by their strokes' outline
-    (the 3x3 dilation less the erosion, as outline fonts and edge detection draw a digit). 0 = off."""
-    clean_share: float = 0.0
-    """Share of the images, drawn at random, left without the pen, outline, erasing, brightness,
-    contrast and noise ingredients (the geometric ones still apply), so the network keeps seeing clean digits."""
+    rotation: float = field(default=0.0, metadata={"metavar": "DEG"})
+    """Rotate each training image by a random angle in +-DEG."""
+    scale: float = field(default=0.0, metadata={"metavar": "F"})
+    """Resize each training image by a random factor in 1 +- F.
 
-    damage_from_epoch: float = 0.0
-    """Epochs of training data before the pen, outline, erasing, brightness, contrast and noise
-    ingredients begin (0 = from the first batch): the network learns clean digits first, then
-    what the world does to them."""
-    damage_until_epoch: float = 0.0
-    """Epochs of training data after which those ingredients stop (0 = never): the network ends on
-    clean digits (the geometric ingredients go on), as detectors such as YOLOX end without their
-    strongest augmentation, so the last steps, and the weight average, tune it to clean digits."""
+    Relative change of size: 0.1 draws sizes in [0.9, 1.1]."""
+    shear: float = field(default=0.0, metadata={"metavar": "DEG"})
+    """Shear each training image by a random angle in +-DEG."""
+    shift: float = field(default=0.0, metadata={"metavar": "PX"})
+    """Move each training image by up to +-PX pixels on each axis."""
+    elastic: float = field(default=0.0, metadata={"metavar": "PX"})
+    """Distort each training image by a smooth random field of about PX pixels.
+
+    Pixels: standard deviation of a smooth random displacement of every pixel (elastic distortion)."""
+    brightness: float = field(default=0.0, metadata={"metavar": "B"})
+    """Add a grey background of a random level in [0, B] to each training image.
+
+    A grey background: a level drawn in [0, x] added to every pixel (a uniform grey paper). 0 = off."""
+    contrast: float = field(default=0.0, metadata={"metavar": "C"})
+    """Make each training image's ink fainter by a random factor in [1 - C, 1].
+
+    Fainter ink: the image scaled by a factor drawn in [1 - x, 1]. 0 = off."""
+    noise: float = field(default=0.0, metadata={"metavar": "S"})
+    """Add Gaussian pixel noise of a random standard deviation in [0, S].
+
+    Pixel noise: Gaussian, its standard deviation drawn in [0, x] per image. 0 = off."""
+    stroke: float = field(default=0.0, metadata={"metavar": "PX"})
+    """Thicken or thin each training image's strokes by up to PX of a pixel per side (at most 1).
+
+    Pen width: each image's strokes thickened or thinned by up to x of a pixel per side (a blend toward its 3x3
+    dilation or erosion), drawn in [-x, x]; at most 1. 0 = off."""
+    erase: float = field(default=0.0, metadata={"metavar": "A"})
+    """Fill a random rectangle of up to A of the area (0.02-0.5) of half the training images with a random grey.
+
+    Occlusion (random erasing): half the images get a rectangle of a random grey level, its area drawn in [2%, x] of
+    the image and its sides in a ratio between 1:3 and 3:1; at most 0.5. 0 = off."""
+    outline: float = field(default=0.0, metadata={"metavar": "S"})
+    """Replace this share of the training images, at random, by their strokes' outline (hollow strokes).
+
+    Hollow strokes: this share of the images, drawn at random, replaced by their strokes' outline (the 3x3 dilation
+    less the erosion, as outline fonts and edge detection draw a digit). 0 = off."""
+    clean_share: float = field(default=0.0, metadata={"metavar": "S"})
+    """Leave this share of the training images, at random, without the pen, outline, erasing, brightness, contrast and
+    noise changes.
+
+    Share of the images, drawn at random, left without the pen, outline, erasing, brightness, contrast and noise
+    ingredients (the geometric ones still apply), so the network keeps seeing clean digits."""
+
+    damage_from_epoch: float = field(default=0.0, metadata={"metavar": "E"})
+    """Start the pen, outline, erasing, brightness, contrast and noise changes after this many epochs (the network
+    learns clean digits first).
+
+    Epochs of training data before the pen, outline, erasing, brightness, contrast and noise ingredients begin (0 =
+    from the first batch): the network learns clean digits first, then what the world does to them."""
+    damage_until_epoch: float = field(default=0.0, metadata={"metavar": "E"})
+    """Stop those changes after this many epochs (the network ends on clean digits); 0 never stops them.
+
+    Epochs of training data after which those ingredients stop (0 = never): the network ends on clean digits (the
+    geometric ingredients go on), as detectors such as YOLOX end without their strongest augmentation, so the
+    last steps, and the weight average, tune it to clean digits."""
 
     def __post_init__(self):
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for setting in fields(self):
+            value = getattr(self, setting.name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"augmentation {field.name} must be a finite number >= 0, got {value!r}")
+                raise ConfigError(f"augmentation {setting.name} must be a finite number >= 0, got {value!r}")
         if self.scale >= 1:
             raise ConfigError(f"augmentation scale must be below 1 (sizes 1 +- scale), got {self.scale}")
         for name, most in (("brightness", 1), ("contrast", 1), ("stroke", 1), ("erase", 0.5), ("outline", 1)):
@@ -99,8 +122,8 @@ class Augmentation:
         return any((self.stroke, self.outline, self.erase, self.brightness, self.contrast, self.noise))
 
     def __bool__(self) -> bool:
-        return any(getattr(self, field.name) for field in fields(self)
-                   if field.name not in ("clean_share", "damage_from_epoch", "damage_until_epoch"))
+        return any(getattr(self, setting.name) for setting in fields(self)
+                   if setting.name not in ("clean_share", "damage_from_epoch", "damage_until_epoch"))
 
 
 def affine_grid(theta: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ are training's settings (training/config.py, training/presets.py)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cnn_mnist.errors import ConfigError
 
@@ -18,38 +18,51 @@ LR_SCHEDULES = ("constant", "one_cycle")
 class ModelParams:
     """Hyperparameters of the model function (TensorFlow's ``params``)."""
 
-    optimizer: str = "sgd"
-    """One of sgd (plain gradient descent, the tutorial's), momentum, adam."""
-    learning_rate: float = 0.001
-    """Step size; the tutorial used 0.001 with plain SGD."""
-    momentum: float = 0.9
-    """Momentum coefficient, used only by the momentum optimizer."""
-    dropout: float = 0.4
-    """Fraction of the 1024 dense units dropped while training (TensorFlow's rate)."""
-    lr_schedule: str = "constant"
-    """constant (the tutorial's), or one_cycle: linear warm-up to learning_rate over the first
-    warmup_fraction of the run, then linear decay to zero at the last step."""
-    warmup_fraction: float = 0.2
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
+    """sgd (plain), momentum or adam."""
+    learning_rate: float = field(default=0.001, metadata={"metavar": "LR"})
+    """Optimizer step size.
+
+    Step size; the tutorial used 0.001 with plain SGD."""
+    momentum: float = field(default=0.9, metadata={"metavar": "M"})
+    """Momentum coefficient of the momentum optimizer."""
+    dropout: float = field(default=0.4, metadata={"metavar": "RATE"})
+    """Fraction of the dense units dropped in training.
+
+    Fraction of the 1024 dense units dropped while training (TensorFlow's rate)."""
+    lr_schedule: str = field(default="constant", metadata={"choices": LR_SCHEDULES})
+    """constant, or one_cycle (warm-up, then linear decay to 0 at --steps).
+
+    constant (the tutorial's), or one_cycle: linear warm-up to learning_rate over the first warmup_fraction of the
+    run, then linear decay to zero at the last step."""
+    warmup_fraction: float = field(default=0.2, metadata={"flag": False})
     """Share of the run spent warming up, for lr_schedule one_cycle."""
-    initializer: str = "glorot"
-    """glorot: Glorot-uniform kernels and zero biases, as tf.layers; pytorch: PyTorch's defaults."""
-    ema_decay: float = 0.0
-    """Keep an exponential moving average of the weights, moved by (1 - ema_decay) toward them
-    after every step; evaluate and predict then use the average (as tf.train.ExponentialMovingAverage
-    was used). 0 = off."""
-    label_smoothing: float = 0.0
-    """Train towards (1 - x) on the true class and x/10 spread over all ten; 0 = off (the tutorial's)."""
-    consistency: float = 0.0
-    """Weight of a consistency loss (AugMix's, Hendrycks et al. 2020): every training image comes
-    twice, clean and damaged by the augmentation's damage ingredients (twice the work a step), and
-    the loss is the clean view's cross-entropy plus this times the Jensen-Shannon divergence between
-    the two views' predictions: the damaged digits teach only that they are the same digit. 0 = off."""
+    initializer: str = field(default="glorot", metadata={"choices": INITIALIZERS})
+    """glorot (TensorFlow's) or pytorch (PyTorch's layer defaults).
+
+    glorot: Glorot-uniform kernels and zero biases, as tf.layers; pytorch: PyTorch's defaults."""
+    ema_decay: float = field(default=0.0, metadata={"metavar": "D"})
+    """Keep a moving average of the weights with this decay per step, and evaluate and predict with it; 0 turns it off.
+
+    Keep an exponential moving average of the weights, moved by (1 - ema_decay) toward them after every step;
+    evaluate and predict then use the average (as tf.train.ExponentialMovingAverage was used). 0 = off."""
+    label_smoothing: float = field(default=0.0, metadata={"metavar": "X"})
+    """Train towards 1 - X on the true class and X/10 on each class; 0 turns it off."""
+    consistency: float = field(default=0.0, metadata={"metavar": "W"})
+    """Show each image clean and damaged (twice the work a step): learn the label from the clean one, and W times the
+    Jensen-Shannon divergence between the two predictions (AugMix's loss); needs a damage ingredient; 0 turns it
+    off.
+
+    Weight of a consistency loss (AugMix's, Hendrycks et al. 2020): every training image comes twice, clean and
+    damaged by the augmentation's damage ingredients (twice the work a step), and the loss is the clean view's
+    cross-entropy plus this times the Jensen-Shannon divergence between the two views' predictions: the damaged
+    digits teach only that they are the same digit. 0 = off."""
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.dropout < 1:

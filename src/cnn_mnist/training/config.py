@@ -18,33 +18,48 @@ from cnn_mnist.model.config import ModelParams
 class RunConfig:
     """How the Estimator runs (TensorFlow's ``tf.estimator.RunConfig``)."""
 
-    seed: int = 0
-    """Seeds the initial weights, the data order and dropout; same seed, same run."""
-    save_checkpoints_secs: float | None = 600
-    """Seconds between checkpoints; None when saving by steps."""
-    save_checkpoints_steps: int | None = None
-    """Steps between checkpoints; when set, it replaces save_checkpoints_secs."""
-    keep_checkpoint_max: int = 5
-    """How many of the newest checkpoints to keep; older ones are deleted."""
-    log_step_count_steps: int = 100
+    seed: int = field(default=0, metadata={"metavar": "N"})
+    """Seeds weights, data order, dropout and augmentation."""
+    save_checkpoints_secs: float | None = field(default=600, metadata={"metavar": "S"})
+    """Seconds between checkpoints.
+
+    Seconds between checkpoints; None when saving by steps."""
+    save_checkpoints_steps: int | None = field(default=None, metadata={"metavar": "N"})
+    """Steps between checkpoints; replaces --save-checkpoints-secs.
+
+    Steps between checkpoints; when set, it replaces save_checkpoints_secs."""
+    keep_checkpoint_max: int = field(default=5, metadata={"metavar": "N"})
+    """How many of the newest checkpoints to keep."""
+    log_step_count_steps: int = field(default=100, metadata={"flag": False})
     """Log the loss and steps/s every this many steps."""
-    save_summary_steps: int = 100
+    save_summary_steps: int = field(default=100, metadata={"flag": False})
     """Write TensorBoard scalars every this many steps."""
-    precision: str = "fp32"
-    """fp32; bf16 or fp16 (autocast: convolutions and dense layers in 16 bits; fp16 with a gradient
-    scaler); auto: bf16 where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
-    device: str = "auto"
-    """Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
+    """fp32; bf16 or fp16 autocast (fp16 with a gradient scaler); auto: bf16 where the CPU or GPU runs it natively,
+    fp16 on GPUs without bf16, else fp32.
+
+    fp32; bf16 or fp16 (autocast: convolutions and dense layers in 16 bits; fp16 with a gradient scaler); auto: bf16
+    where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
+    device: str = field(default="auto", metadata={"metavar": "DEVICE"})
+    """auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps; torchrun gives each process its own GPU.
+
+    Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
     deterministic: bool = True
-    """Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then
-    gives the same weights run after run, and a resumed run the uninterrupted one's. On by default:
-    on an H200 it cost nothing measurable (docs/gpu.md). CPU runs are deterministic either way."""
+    """Use torch's deterministic algorithms: on a GPU, the same seed then gives the same weights, and kill-and-resume
+    the uninterrupted run's (CPU runs are deterministic anyway).
+
+    Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then gives the same
+    weights run after run, and a resumed run the uninterrupted one's. On by default: on an H200 it cost nothing
+    measurable (docs/gpu.md). CPU runs are deterministic either way."""
     cuda_graphs: bool = True
-    """On a CUDA GPU, capture the training step (forward, backward, the optimizer, the weight
-    average) as one CUDA graph after three eager steps and replay it: one launch a step instead of
-    about eighty, several times the eager step's images/s (docs/performance.md). Used where
-    it applies: one process, the sgd or adam optimizer (fused there), not fp16 (its gradient
-    scaler decides on the host); elsewhere, and on other devices, the step runs eagerly."""
+    """On a CUDA GPU, replay the training step as one captured CUDA graph (one process, sgd or adam, not fp16);
+    elsewhere it changes nothing.
+
+    On a CUDA GPU, capture the training step (forward, backward, the optimizer, the weight average) as one CUDA
+    graph after three eager steps and replay it: one launch a step instead of about eighty, several times the
+    eager step's images/s (docs/performance.md). Used where it applies: one process, the sgd or adam optimizer
+    (fused there), not fp16 (its gradient scaler decides on the host); elsewhere, and on other devices, the step
+    runs eagerly."""
 
     def __post_init__(self):
         if self.save_checkpoints_steps is not None:
@@ -65,16 +80,20 @@ class RunConfig:
 class TrainConfig:
     """One training job as the CLI runs it: a preset, plus any flags that override it."""
 
-    steps: int = 20_000
-    """Global step to train to (an absolute target: re-running never trains past it)."""
-    batch_size: int = 100
-    """Images per training step; under torchrun, all processes together (the global batch, shared evenly)."""
-    train_on_all: bool = False
-    """Train on all 60,000 training images instead of 55,000 (no validation split left)."""
-    log_probabilities_every: int = 50
-    """Log a batch's softmax probabilities every this many steps, as the tutorial did; 0 = off."""
-    eval_every: int = 0
-    """Evaluate on the validation split every this many steps and at the end; 0 = off."""
+    steps: int = field(default=20_000, metadata={"metavar": "N"})
+    """Global step to train to: an absolute target, so a re-run never trains past it."""
+    batch_size: int = field(default=100, metadata={"metavar": "N"})
+    """Images per step; under torchrun, all processes together.
+
+    Images per training step; under torchrun, all processes together (the global batch, shared evenly)."""
+    train_on_all: bool = field(default=False, metadata={"negatable": False})
+    """Train on all 60,000 training images instead of 55,000 (no validation split)."""
+    log_probabilities_every: int = field(default=50, metadata={"metavar": "N"})
+    """Log a batch's softmax probabilities every N steps; 0 turns it off.
+
+    Log a batch's softmax probabilities every this many steps, as the tutorial did; 0 = off."""
+    eval_every: int = field(default=0, metadata={"metavar": "N"})
+    """Evaluate on the 5,000 validation images every N steps and at the end; 0 turns it off."""
     params: ModelParams = field(default_factory=ModelParams)
     run: RunConfig = field(default_factory=RunConfig)
     augment: Augmentation = field(default_factory=Augmentation)
