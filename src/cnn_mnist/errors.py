@@ -41,6 +41,10 @@ class ImageError(DataError):
     """A file is not a readable image: unknown format, truncated, empty, or too large."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the package decodes (a decompression bomb's guard)."""
+
+
 class NoDigitError(ImageError):
     """An image is blank or nearly blank: there is no digit to read."""
 

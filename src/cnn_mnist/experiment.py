@@ -9,7 +9,6 @@ import os
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import ConfigError
-from cnn_mnist.kernels.devices import inference_batch_size
 from cnn_mnist.training.config import TrainConfig
 from cnn_mnist.training import distributed
 from cnn_mnist.training.estimator import Estimator
@@ -38,7 +37,6 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
         log.info("Global batch %d: %d images per process", config.batch_size, config.batch_size // processes)
     # The Estimator first: a device the machine lacks is an error before MNIST is read.
     classifier = Estimator(model_dir=model_dir, params=config.params, config=config.run)
-    eval_batch_size = inference_batch_size(classifier.device)  # any size gives the same figures
     mnist = load_mnist(data_dir, train_on_all=config.train_on_all, progress=progress)
     train_input_fn = numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=config.batch_size,
                                     num_epochs=None, shuffle=True, seed=config.run.seed,
@@ -49,11 +47,7 @@ def train_and_evaluate(config: TrainConfig, model_dir: str | os.PathLike, data_d
     if config.log_probabilities_every:
         hooks.append(ProbabilitiesLogHook(config.log_probabilities_every))
     if config.eval_every:
-        hooks.append(ValidationHook(config.eval_every, numpy_input_fn(
-            mnist.validation.images, mnist.validation.labels, batch_size=eval_batch_size, num_epochs=1,
-            shuffle=False)))
+        hooks.append(ValidationHook(config.eval_every, classifier.input_fn_for(mnist.validation)))
     classifier.train(train_input_fn, max_steps=config.steps, hooks=hooks)
-    eval_input_fn = numpy_input_fn(mnist.test.images, mnist.test.labels, batch_size=eval_batch_size,
-                                   num_epochs=1, shuffle=False)
     # In fp32 whatever the training precision, as `cnn-mnist evaluate` runs: one checkpoint, one answer.
-    return classifier.evaluate(eval_input_fn, progress=progress, precision="fp32")
+    return classifier.evaluate(classifier.input_fn_for(mnist.test), progress=progress, precision="fp32")

@@ -7,9 +7,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from cnn_mnist.cli.inputs import figure_name, read_inputs, save_prepared
 from cnn_mnist.cli.output import format_predictions, print_result
 from cnn_mnist.errors import CnnMnistError, ConfigError, ModelDirError, install_hint
 from cnn_mnist.training.lock import check_model_dir
@@ -18,7 +15,6 @@ from cnn_mnist.training.presets import preset
 DEFAULT_MODEL_DIR = "runs/mnist_convnet_model"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 COMMANDS = ("download", "train", "evaluate", "predict", "explain", "report", "export", "serve")
-PREDICT_BATCH_SIZE = 10_000  # inputs per network call (the CPU slices it to its caches itself)
 
 log = logging.getLogger("cnn_mnist")
 
@@ -56,8 +52,6 @@ def train(args) -> None:
 
 def evaluate(args) -> None:
     from cnn_mnist.data.datasets import load_mnist
-    from cnn_mnist.data.inputs import numpy_input_fn
-    from cnn_mnist.kernels.devices import inference_batch_size
     from cnn_mnist.training.config import RunConfig
     from cnn_mnist.training.estimator import Estimator
     from cnn_mnist.training.run_record import read_run_config
@@ -84,9 +78,7 @@ def evaluate(args) -> None:
         return
     classifier = Estimator(model_dir=args.model_dir[0], config=RunConfig(device=args.device))
     log.info("Evaluating on %s", classifier.describe())
-    input_fn = numpy_input_fn(split.images, split.labels, batch_size=inference_batch_size(classifier.device),
-                              num_epochs=1, shuffle=False)
-    results = classifier.evaluate(input_fn, name=None if args.split == "test" else args.split,
+    results = classifier.evaluate(classifier.input_fn_for(split), name=None if args.split == "test" else args.split,
                                   progress=not args.quiet)
     print_result(results, args.json)
 
@@ -110,67 +102,76 @@ def _evaluate_corruptions(args, split) -> None:
 
 
 def predict(args) -> int:
+    from cnn_mnist.use import answers
     from cnn_mnist.use.predictor import Predictor
 
     _check_device(args.device)
     for model_dir in args.model_dir:
         _require_model_dir(model_dir, args.model_dir_is_default)
-    inputs = read_inputs(args.inputs, args.data_dir)
+    inputs = answers.read_arguments(args.inputs, args.data_dir)
     if len(args.model_dir) > 1:
         from cnn_mnist.use.ensemble import Ensemble
 
-        predictor = Ensemble(args.model_dir, device=args.device)
-        model = {"checkpoints": [str(member.checkpoint_path.absolute()) for member in predictor.members],
-                 "global_steps": predictor.global_steps}
+        model = Ensemble(args.model_dir, device=args.device)
+        about = {"checkpoints": [str(member.checkpoint_path.absolute()) for member in model.members],
+                 "global_steps": model.global_steps}
     else:
-        predictor = Predictor(args.model_dir[0], device=args.device)
-        model = {"checkpoint": str(predictor.checkpoint_path.absolute()), "global_step": predictor.global_step}
-    readable = [item for item in inputs if item.pixels is not None]
-    for start in range(0, len(readable), PREDICT_BATCH_SIZE):
-        batch = readable[start:start + PREDICT_BATCH_SIZE]
-        prediction = predictor.predict(np.stack([item.pixels for item in batch]))
-        for item, digit, probabilities in zip(batch, prediction.classes.tolist(),
-                                              prediction.probabilities.tolist(), strict=True):
-            item.row.update({"class": digit, "probabilities": [round(p, 6) for p in probabilities]})
+        model = Predictor(args.model_dir[0], device=args.device)
+        about = {"checkpoint": str(model.checkpoint_path.absolute()), "global_step": model.global_step}
+    rows = answers.predict(model, inputs)
     if args.save_prepared:
-        save_prepared(args.save_prepared, inputs)
-    rows = [item.row for item in inputs]
+        _save_prepared(args.save_prepared, inputs, rows)
     for row in rows:
         if "error" in row:
             print(f"cnn-mnist: error: {row['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**model, "predictions": rows}))
+        print(json.dumps({**about, "predictions": rows}))
     elif any("error" not in row for row in rows):  # errors went to stderr; no table of nothing
         print(format_predictions(rows))
     return EXIT_ERROR if any("error" in row for row in rows) else 0
 
 
+def _save_prepared(directory: str, inputs, rows: list[dict]) -> None:
+    """Each picture's prepared pixels as DIR/<its file name>.png; the row says where."""
+    from PIL import Image
+
+    from cnn_mnist.use.answers import file_name
+
+    out, taken = Path(directory), set()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for item, row in zip(inputs, rows, strict=True):
+            if item.prepared is not None:
+                path = out / file_name(item.name, taken)
+                Image.fromarray(item.prepared, "L").save(path)
+                row["prepared_file"] = str(path)
+    except OSError as err:
+        raise CnnMnistError(f"cannot write the prepared images to {directory}: {err.strerror or err}") from None
+
 
 def explain(args) -> int:
     from cnn_mnist.files import prepare_output_dir
-    from cnn_mnist.use.explain import explain as explain_digit
+    from cnn_mnist.use import answers
     from cnn_mnist.use.explain import figure_png
     from cnn_mnist.use.predictor import Predictor
 
     _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
-    inputs = read_inputs(args.inputs, args.data_dir)
+    inputs = answers.read_arguments(args.inputs, args.data_dir)
     predictor = Predictor(args.model_dir, device=args.device)
     out = prepare_output_dir(args.output, "--output") if any(item.pixels is not None for item in inputs) else None
     written, taken = [], set()
-    for item in inputs:
-        row = item.row
-        if "error" in row or row["no_digit"]:
-            print(f"cnn-mnist: error: {row.get('error') or row['detail']}", file=sys.stderr)
+    for item, explanation in answers.explain(predictor, inputs):
+        if explanation is None:
+            print(f"cnn-mnist: error: {item.error or item.no_digit}", file=sys.stderr)
             continue
-        name = figure_name(row["input"], taken)
-        explanation = explain_digit(predictor, item.pixels)
+        path = out / answers.file_name(item.name, taken)
         try:
-            (out / name).write_bytes(figure_png(explanation, row["input"]))
+            path.write_bytes(figure_png(explanation, item.name))
         except OSError as err:
-            raise CnnMnistError(f"cannot write {out / name}: {err.strerror or err}") from None
-        written.append({"input": row["input"], "class": explanation.predicted, "runner_up": explanation.runner_up,
-                        "figure": str(out / name)})
+            raise CnnMnistError(f"cannot write {path}: {err.strerror or err}") from None
+        written.append({"input": item.name, "class": explanation.predicted, "runner_up": explanation.runner_up,
+                        "figure": str(path)})
     if args.json:
         print(json.dumps({"checkpoint": str(predictor.checkpoint_path.absolute()), "explanations": written}))
     else:

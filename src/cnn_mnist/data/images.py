@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from cnn_mnist.errors import ImageError, NoDigitError
+from cnn_mnist.errors import ImageError, ImageTooLargeError, NoDigitError
 
 IMAGE_SIZE = 28  # the field, as MNIST's
 DIGIT_SIZE = 20  # the longer side of the digit's bounding box in the field
@@ -135,7 +135,7 @@ def _decode(source, name: str) -> tuple[np.ndarray, np.ndarray | None]:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(file, formats=FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{name}: too many pixels (over {MAX_IMAGE_PIXELS // 1_000_000} megapixels); "
+            raise ImageTooLargeError(f"{name}: too many pixels (over {MAX_IMAGE_PIXELS // 1_000_000} megapixels); "
                              "scale it down first") from None
         except Image.UnidentifiedImageError:
             raise ImageError(f"{name}: not an image (readable formats: PNG, JPEG, BMP, GIF, WebP, TIFF, PPM)") from None
@@ -150,7 +150,7 @@ def _decode_image(image: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray
     if width < 1 or height < 1:
         raise ImageError(f"{name}: the image is empty ({width}x{height} pixels)")
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{name}: {width}x{height} is over the limit of {MAX_IMAGE_PIXELS // 1_000_000} "
+        raise ImageTooLargeError(f"{name}: {width}x{height} is over the limit of {MAX_IMAGE_PIXELS // 1_000_000} "
                          "megapixels; scale it down first")
     try:
         orientation = _orientation(image)
@@ -223,7 +223,15 @@ def _as_unit_floats(pixels, name: str) -> np.ndarray:
         raise ImageError(f"{name}: shape {array.shape} is not an image; expected (H, W), (H, W, 3) RGB, "
                          "(H, W, 4) RGBA, or 784 values")
     if array.size > MAX_IMAGE_PIXELS * (array.shape[2] if array.ndim == 3 else 1):
-        raise ImageError(f"{name}: over {MAX_IMAGE_PIXELS // 1_000_000} megapixels; scale it down first")
+        raise ImageTooLargeError(f"{name}: over {MAX_IMAGE_PIXELS // 1_000_000} megapixels; scale it down first")
+    return unit_pixels(array, name)
+
+
+def unit_pixels(array: np.ndarray, name: str, *, full_scale: float = 1.0) -> np.ndarray:
+    """The one check of pixel values, wherever they come from (arrays here, .npy files, the
+    service's JSON): numeric, finite and in range for their type -> float32 in [0, 1]. bool is
+    0/1, uint8 0-255, uint16 0-65535, other integers must lie in 0..255, floats in
+    [0, ``full_scale``] (1, or 255 for JSON's 0-255 numbers). Raises ImageError naming ``name``."""
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if array.dtype == np.uint8:
@@ -238,10 +246,11 @@ def _as_unit_floats(pixels, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected numeric pixels, got dtype {array.dtype}")
     if not np.isfinite(array).all():
         raise ImageError(f"{name}: pixels contain NaN or infinity")
-    if array.min() < 0 or array.max() > 1:
-        raise ImageError(f"{name}: float pixels must lie in [0, 1] (got {array.min():g}..{array.max():g}); "
-                         "scale them, or send integers 0-255")
-    return array.astype(np.float32)
+    if array.min() < 0 or array.max() > full_scale:
+        advice = "scale them, or send integers 0-255" if full_scale == 1 else "send values 0-255"
+        raise ImageError(f"{name}: pixels must lie in [0, {full_scale:g}] (got {array.min():g}..{array.max():g}); "
+                         f"{advice}")
+    return (array / full_scale).astype(np.float32)
 
 
 # -- preparation ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from cnn_mnist.data.inputs import ArrayStream
+from cnn_mnist.data.inputs import ArrayStream, numpy_input_fn
 from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
 from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.cuda_graphs import GraphedStep, can_capture_on
@@ -69,6 +69,13 @@ class Estimator:
     def describe(self) -> str:
         """Where and how this Estimator computes: ``cuda:0 (NVIDIA H200), bf16 autocast``."""
         return f"{devices.describe(self.device)}, {DESCRIPTIONS[self.precision]}"
+
+    def input_fn_for(self, split) -> Callable[[], Iterable]:
+        """One pass over a split (its ``images`` and ``labels``), in order, at this device's
+        inference batch size: what evaluate, the validation hook and the report read. Any batch
+        size gives the same figures; the size only decides the speed."""
+        return numpy_input_fn(split.images, split.labels, batch_size=devices.inference_batch_size(self.device),
+                              num_epochs=1, shuffle=False)
 
     # -- train ---------------------------------------------------------------------------------
 

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from cnn_mnist.errors import ConfigError
+from cnn_mnist.kernels.devices import inference_batch_size
 from cnn_mnist.use.predictor import Prediction, Predictor
-
-BATCH_SIZE = 1000
 
 
 class Ensemble:
@@ -31,6 +30,11 @@ class Ensemble:
         if len(set(resolved)) != len(resolved):
             raise ConfigError("the same model directory is named twice; an ensemble's members must differ")
         self.members = [Predictor(model_dir, precision=precision, device=device) for model_dir in model_dirs]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the members run: one device for all (each Predictor was given the same one)."""
+        return self.members[0].device
 
     @property
     def global_steps(self) -> list[int]:
@@ -55,8 +59,9 @@ class Ensemble:
         if len(images) != len(labels) or len(labels) == 0:
             raise ConfigError(f"evaluate needs as many labels as images, got {len(images)} and {len(labels)}")
         ensemble_probs, member_probs = [], [[] for _ in self.members]
-        for start in range(0, len(labels), BATCH_SIZE):
-            together, each = self.predict_with_members(images[start:start + BATCH_SIZE])
+        size = inference_batch_size(self.device)
+        for start in range(0, len(labels), size):
+            together, each = self.predict_with_members(images[start:start + size])
             ensemble_probs.append(together.probabilities)
             for collected, prediction in zip(member_probs, each, strict=True):
                 collected.append(prediction.probabilities)

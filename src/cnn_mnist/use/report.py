@@ -125,8 +125,6 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
     """The newest good checkpoint on the test set, through the Estimator exactly as ``cnn-mnist
     evaluate`` runs it (default RunConfig, same batches), so the figures are the ones it prints."""
     from cnn_mnist.data.datasets import load_mnist
-    from cnn_mnist.data.inputs import numpy_input_fn
-    from cnn_mnist.kernels.devices import inference_batch_size
     from cnn_mnist.training.config import RunConfig
     from cnn_mnist.training.estimator import Estimator
 
@@ -138,8 +136,7 @@ def evaluate_test_set(model_dir: str | os.PathLike, data_dir: str | os.PathLike 
     path = state.path
     test = load_mnist(data_dir).test
     classifier = Estimator(model_dir=model_dir, config=RunConfig(device=device))
-    input_fn = numpy_input_fn(test.images, test.labels, batch_size=inference_batch_size(classifier.device),
-                              num_epochs=1, shuffle=False)
+    input_fn = classifier.input_fn_for(test)
 
     results = classifier.evaluate(input_fn, checkpoint_path=path, write_summaries=False)
     predictions = list(classifier.predict(input_fn, checkpoint_path=path))

@@ -33,9 +33,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cnn_mnist.version import __version__
-from cnn_mnist.data.images import MIN_INK_CONTRAST, as_mnist_pixels, prepare_image
-from cnn_mnist.errors import CnnMnistError, ImageError, NoDigitError, ServeError, install_hint
+from cnn_mnist.data.images import unit_pixels
+from cnn_mnist.errors import CnnMnistError, ImageError, ImageTooLargeError, ServeError, install_hint
 from cnn_mnist.model.network import IMAGE_SIZE
+from cnn_mnist.use import answers
 from cnn_mnist.use.predictor import Predictor
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -92,7 +93,7 @@ class PixelsRequest(BaseModel):
             for i, image in enumerate(value):
                 problem = pixels_problem(image)
                 if problem:
-                    raise ValueError(f"image {i} {problem}") from None
+                    raise ValueError(f"image {i}: {problem}") from None
             raise error from None
 
     @model_validator(mode="after")
@@ -129,11 +130,10 @@ def pixels_problem(value) -> str | None:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"holds {_json_type(v)}; every pixel must be a number"
-    array = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(array).all():
-        return "holds NaN or infinity"
-    if array.min() < 0 or array.max() > 255:
-        return f"holds values outside 0-255 ({array.min():g}..{array.max():g})"
+    try:  # the one check of pixel values, as for arrays and .npy files
+        unit_pixels(np.asarray(values, dtype=np.float64), "pixels", full_scale=255)
+    except ImageError as error:
+        return str(error).removeprefix("pixels: ")
     return None
 
 
@@ -235,7 +235,9 @@ ERRORS = {
 
 
 @dataclass(frozen=True)
-class _Input:
+class _Upload:
+    """One image of a request, as read on the event loop: decoding waits for the threadpool."""
+
     name: str
     image: bytes | None = None  # an encoded picture, prepared by images.prepare_image
     pixels: np.ndarray | None = None  # (28, 28) float32 in [0, 1], used as it is
@@ -321,7 +323,7 @@ PAGE_HEADERS = {
 }
 
 
-async def read_inputs(request: Request, max_body_bytes: int) -> list[_Input]:
+async def read_inputs(request: Request, max_body_bytes: int) -> list[_Upload]:
     """The request's images, undecoded, or its JSON pixels, validated; 4xx for anything else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ("application/json", "multipart/form-data") and not media_type.startswith("image/"):
@@ -333,7 +335,7 @@ async def read_inputs(request: Request, max_body_bytes: int) -> list[_Input]:
         return parse_pixels(body)
     if media_type == "multipart/form-data":
         return await parse_multipart(request, body, max_body_bytes)
-    return [_Input("body", image=body)]
+    return [_Upload("body", image=body)]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -355,7 +357,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_pixels(body: bytes) -> list[_Input]:
+def parse_pixels(body: bytes) -> list[_Upload]:
     try:
         request = PixelsRequest.model_validate_json(body)
     except ValidationError as error:
@@ -365,10 +367,10 @@ def parse_pixels(body: bytes) -> list[_Input]:
         raise HTTPException(422, describe_errors(errors)) from None
     scale = 255.0 if request.pixel_range == "0-255" else 1.0
     names = ["pixels"] if request.pixels is not None else [f"images[{i}]" for i in range(len(request.images))]
-    return [_Input(name, pixels=array / scale) for name, array in zip(names, request.arrays(), strict=True)]
+    return [_Upload(name, pixels=array / scale) for name, array in zip(names, request.arrays(), strict=True)]
 
 
-async def parse_multipart(request: Request, body: bytes, max_body_bytes: int) -> list[_Input]:
+async def parse_multipart(request: Request, body: bytes, max_body_bytes: int) -> list[_Upload]:
     async def replay() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -389,7 +391,7 @@ async def parse_multipart(request: Request, body: bytes, max_body_bytes: int) ->
         for i, part in enumerate(files):
             if isinstance(part, str):
                 raise HTTPException(422, f"form field 'file' #{i} is text, not a file upload")
-            inputs.append(_Input(part.filename or f"file[{i}]", image=await part.read()))
+            inputs.append(_Upload(part.filename or f"file[{i}]", image=await part.read()))
         return inputs
     finally:
         await form.close()
@@ -406,69 +408,39 @@ def describe_errors(errors) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def predict_inputs(predictor: Predictor, inputs: list[_Input], include_prepared: bool) -> list[dict]:
-    """Prepare every input, then run the digits through the network as one batch."""
-    prepared: list[np.ndarray | None] = []
-    rows = []
-    for item in inputs:
-        row = {"input": item.name, "class": None, "probabilities": None, "no_digit": False}
-        try:
-            pixels = prepare(item)
-        except NoDigitError as error:
-            pixels = None
-            row.update(no_digit=True, detail=str(error))
-        prepared.append(pixels)
-        rows.append(row)
-    digits = [pixels for pixels in prepared if pixels is not None]
-    if digits:
-        prediction = predictor.predict(np.stack(digits).astype(np.float32) / 255.0)
-        answers = iter(zip(prediction.classes.tolist(), prediction.probabilities.tolist(), strict=True))
-        for row, pixels in zip(rows, prepared, strict=True):
-            if pixels is not None:
-                digit, probabilities = next(answers)
-                row.update({"class": digit, "probabilities": [round(p, 6) for p in probabilities]})
-    if include_prepared:
-        for row, pixels in zip(rows, prepared, strict=True):
-            row["prepared"] = None if pixels is None else pixels.tolist()
-    return rows
+def predict_inputs(predictor: Predictor, uploads: list[_Upload], include_prepared: bool) -> list[dict]:
+    """Prepare every image, then answer them as the CLI does (``answers.predict``)."""
+    return answers.predict(predictor, [digit_input(upload) for upload in uploads], include_prepared)
 
 
-def explain_inputs(predictor: Predictor, inputs: list[_Input]) -> list[dict]:
-    """Prepare every input as /v1/predict does, then explain each digit (see ``explain``)."""
-    from cnn_mnist.use.explain import explain, to_json
+def explain_inputs(predictor: Predictor, uploads: list[_Upload]) -> list[dict]:
+    """Prepare every image as /v1/predict does, then explain each digit (``answers.explain``)."""
+    from cnn_mnist.use.explain import to_json
 
     rows = []
-    for item in inputs:
-        try:
-            pixels = prepare(item)
-        except NoDigitError as error:
-            rows.append({"input": item.name, "no_digit": True, "detail": str(error)})
+    for item, explanation in answers.explain(predictor, [digit_input(upload) for upload in uploads]):
+        if explanation is None:
+            rows.append({"input": item.name, "no_digit": True, "detail": item.no_digit})
             continue
-        answer = to_json(explain(predictor, pixels))
+        answer = to_json(explanation)
         answer["prepared"] = answer.pop("input")
         rows.append({"input": item.name, "no_digit": False, **answer})
     return rows
 
 
-def prepare(item: _Input) -> np.ndarray:
-    """(28, 28) uint8, white digit on black; NoDigitError for a blank one, 413/422 for a bad image."""
-    if item.pixels is not None:
-        if item.pixels.max() < MIN_INK_CONTRAST:  # the same threshold as for pictures
-            raise NoDigitError(f"{item.name}: no digit found (every pixel is under {MIN_INK_CONTRAST:.0%} "
-                               "of full scale)")
-        return as_mnist_pixels(item.pixels, item.name)
+# An image's problem is the client's; its type, not its wording, picks the status code.
+IMAGE_ERROR_STATUS = ((ImageTooLargeError, 413), (ImageError, 422))
+
+
+def digit_input(upload: _Upload) -> answers.DigitInput:
+    """A picture prepared like MNIST, or JSON pixels as they are; 413 or 422 for a bad image."""
     try:
-        pixels = prepare_image(item.image)
-    except NoDigitError:
-        raise
+        if upload.pixels is not None:
+            return answers.from_mnist_pixels(upload.pixels, upload.name)
+        return answers.from_picture(upload.image, upload.name)
     except ImageError as error:
-        status = 413 if is_too_large(error) else 422
-        raise HTTPException(status, f"{item.name}: {str(error).removeprefix('image: ')}") from None
-    return np.asarray(pixels, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
-
-
-def is_too_large(error: ImageError) -> bool:
-    return "megapixels" in str(error)  # images.py's decompression-bomb guard names the limit in megapixels
+        status = next(code for kind, code in IMAGE_ERROR_STATUS if isinstance(error, kind))
+        raise HTTPException(status, f"{upload.name}: {str(error).removeprefix('image: ')}") from None
 
 
 # -- running it --------------------------------------------------------------------------------
