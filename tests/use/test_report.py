@@ -229,3 +229,19 @@ def test_no_checkpoint_is_a_one_line_error(tmp_path, tiny_mnist_dir, no_verify, 
         assert status == 1
         assert len(err.strip().splitlines()) == 1 and err.startswith("cnn-mnist: error:"), err
     assert not (tmp_path / "empty" / "report").exists()
+
+
+def test_the_template_escapes_what_it_is_given_and_says_why_a_config_is_unreadable(trained, tiny_mnist_dir,
+                                                                                   no_verify, tmp_path):
+    """Autoescaping: a folder name or a config value is text on the page, never markup."""
+    odd = tmp_path / "<b>model</b>"
+    shutil.copytree(trained, odd)
+    record = json.loads((odd / "config.json").read_text())
+    record["note"] = "<script>alert(1)</script>"
+    (odd / "config.json").write_text(json.dumps(record))
+    page = write_report(odd, tmp_path / "out", data_dir=tiny_mnist_dir).read_text()
+    assert "<b>model</b>" not in page and "&lt;b&gt;model&lt;/b&gt;" in page
+    assert "<script" not in page and "<th>note</th><td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+    (odd / "config.json").write_text("[1, 2]")
+    page = write_report(odd, tmp_path / "out", data_dir=tiny_mnist_dir).read_text()
+    assert '<p class="note">config.json does not hold a JSON object</p>' in page

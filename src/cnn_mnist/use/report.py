@@ -1,13 +1,16 @@
 """The HTML report of a trained model: training curves, test-set confusion matrix and per-class
-scores, the most confident mistakes, calibration and first-layer filters, on one self-contained
-page (every figure embedded) with the PNGs and a ``metrics.json`` beside it.
+scores, the most confident mistakes, calibration, robustness and first-layer filters, on one
+self-contained page (every figure embedded) with the PNGs and a ``metrics.json`` beside it.
+
+Three steps: ``measure`` returns one value (ReportData: the evaluation and everything computed
+from it), ``plot`` turns it into figures, and the page is the Jinja2 template
+``templates/report.html.j2`` with its CSS in ``templates/report.css``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
 import json
 import logging
 import os
@@ -21,7 +24,7 @@ from cnn_mnist.errors import CnnMnistError
 from cnn_mnist.model.network import NUM_CLASSES
 from cnn_mnist.progress import format_duration
 from cnn_mnist.training import checkpoints
-from cnn_mnist.files import prepare_output_dir
+from cnn_mnist.files import prepare_output_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -392,63 +395,130 @@ def plot_robustness(results: dict):
     return figure
 
 
-# -- the page ------------------------------------------------------------------------------------------
+# -- the report: measured once, then drawn, then written -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report measures: what the figures draw, the page states and metrics.json holds."""
+
+    model_dir: Path
+    evaluation: TestEvaluation
+    curves: TrainingCurves
+    confusion: np.ndarray  # (10, 10) int64: rows true, columns predicted
+    scores: list[dict]  # per class: precision, recall, f1, support
+    calibration: Calibration
+    mistakes: np.ndarray  # test indices of the most confident mistakes, most confident first
+    robustness: dict | None  # evaluate_corruptions' figures and an example of each; None without scikit-image
+    run_config: dict | str | None  # config.json; None if absent, a sentence if unreadable
+
+    def metrics(self) -> dict:
+        """metrics.json: the figures, as numbers."""
+        evaluation, calibration = self.evaluation, self.calibration
+        return {
+            "accuracy": evaluation.accuracy, "loss": evaluation.loss, "global_step": evaluation.global_step,
+            "num_examples": len(evaluation.labels), "ece": calibration.ece, "per_class": self.scores,
+            "confusion": self.confusion.tolist(), "checkpoint": evaluation.checkpoint_path.name,
+            "weights": "weight average" if evaluation.uses_weight_average else "trained weights",
+            "training_seconds": evaluation.training_seconds,
+            "calibration": {"edges": calibration.edges.tolist(), "counts": calibration.counts.tolist(),
+                            "accuracy": _nan_to_none(calibration.accuracy),
+                            "confidence": _nan_to_none(calibration.confidence)},
+            "most_confident_mistakes": self.mistakes.tolist(),
+            "robustness": None if self.robustness is None else
+            {key: value for key, value in self.robustness.items() if key != "examples"},
+        }
+
+
+def measure(model_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+            device: str = "auto") -> ReportData:
+    """Evaluate the newest checkpoint on the test set and read the training curves and config."""
+    model_dir = Path(model_dir)
+    evaluation = evaluate_test_set(model_dir, data_dir, device)
+    confusion = confusion_matrix(evaluation.labels, evaluation.classes)
+    return ReportData(
+        model_dir=model_dir, evaluation=evaluation, curves=read_training_curves(model_dir), confusion=confusion,
+        scores=per_class_scores(confusion),
+        calibration=measure_calibration(evaluation.probabilities, evaluation.labels, classes=evaluation.classes),
+        mistakes=most_confident_mistakes(evaluation.probabilities, evaluation.classes, evaluation.labels),
+        robustness=measure_robustness(model_dir, evaluation, device), run_config=_read_config_json(model_dir))
+
+
+def plot(data: ReportData) -> dict[str, bytes | None]:
+    """Each figure as PNG bytes by file name; None where there is nothing to draw."""
+    evaluation, curves = data.evaluation, data.curves
+    figures = {
+        "confusion_matrix.png": plot_confusion_matrix(data.confusion),
+        "mistakes.png": plot_mistakes(evaluation.images, evaluation.labels, evaluation.classes,
+                                      evaluation.probabilities, data.mistakes) if len(data.mistakes) else None,
+        "reliability.png": plot_reliability(data.calibration),
+        "filters.png": plot_filters(evaluation.conv1_weight),
+        "training_curves.png": plot_training_curves(curves) if curves.train or curves.validation else None,
+        "robustness.png": plot_robustness(data.robustness) if data.robustness is not None else None,
+    }
+    return {name: None if figure is None else png_bytes(figure) for name, figure in figures.items()}
 
 
 def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                  data_dir: str | os.PathLike | None = None, device: str = "auto") -> Path:
     """Evaluate the newest checkpoint on the test set and write report.html, its PNGs and
-    metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path."""
+    metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path.
+    Each file is written whole or not at all (a reader never sees half a page)."""
     model_dir = Path(model_dir)
     # An empty directory, then the output: neither problem should cost a test-set evaluation.
     checkpoints.require_checkpoint(model_dir)
     out_dir = prepare_output_dir(out_dir if out_dir is not None else model_dir / "report",
                                  "--output" if out_dir is not None else "the default report folder")
-    evaluation = evaluate_test_set(model_dir, data_dir, device)
-    curves = read_training_curves(model_dir)
-    confusion = confusion_matrix(evaluation.labels, evaluation.classes)
-    scores = per_class_scores(confusion)
-    calibration = measure_calibration(evaluation.probabilities, evaluation.labels, classes=evaluation.classes)
-    mistakes = most_confident_mistakes(evaluation.probabilities, evaluation.classes, evaluation.labels)
-    robustness = measure_robustness(model_dir, evaluation, device)
-
-    figures = {
-        "confusion_matrix.png": plot_confusion_matrix(confusion),
-        "mistakes.png": plot_mistakes(evaluation.images, evaluation.labels, evaluation.classes,
-                                      evaluation.probabilities, mistakes) if len(mistakes) else None,
-        "reliability.png": plot_reliability(calibration),
-        "filters.png": plot_filters(evaluation.conv1_weight),
-        "training_curves.png": plot_training_curves(curves) if curves.train or curves.validation else None,
-        "robustness.png": plot_robustness(robustness) if robustness is not None else None,
-    }
-    metrics = {
-        "accuracy": evaluation.accuracy, "loss": evaluation.loss, "global_step": evaluation.global_step,
-        "num_examples": len(evaluation.labels), "ece": calibration.ece, "per_class": scores,
-        "confusion": confusion.tolist(), "checkpoint": evaluation.checkpoint_path.name,
-        "weights": "weight average" if evaluation.uses_weight_average else "trained weights",
-        "training_seconds": evaluation.training_seconds,
-        "calibration": {"edges": calibration.edges.tolist(), "counts": calibration.counts.tolist(),
-                        "accuracy": _nan_to_none(calibration.accuracy),
-                        "confidence": _nan_to_none(calibration.confidence)},
-        "most_confident_mistakes": mistakes.tolist(),
-        "robustness": None if robustness is None else {k: v for k, v in robustness.items() if k != "examples"},
-    }
+    data = measure(model_dir, data_dir, device)
+    pngs = plot(data)
+    files = {**pngs, METRICS_NAME: (json.dumps(data.metrics(), indent=2) + "\n").encode(),
+             REPORT_NAME: render_html(data, pngs).encode("utf-8")}
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        pngs = {}
-        for name, figure in figures.items():
-            if figure is None:
+        for name, content in files.items():
+            if content is None:
                 (out_dir / name).unlink(missing_ok=True)  # not left over from an earlier report
-                continue
-            pngs[name] = png_bytes(figure)
-            (out_dir / name).write_bytes(pngs[name])
-        page = render_html(model_dir, evaluation, curves, scores, calibration, mistakes, pngs,
-                           run_config=_read_config_json(model_dir), robustness=robustness)
-        (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
-        (out_dir / REPORT_NAME).write_text(page, encoding="utf-8")
+            else:
+                write_atomically(out_dir / name, lambda temp, content=content: temp.write_bytes(content))
     except OSError as err:
         raise CnnMnistError(f"cannot write the report to {out_dir}: {err.strerror or err}") from None
     return out_dir / REPORT_NAME
+
+
+def render_html(data: ReportData, pngs: dict[str, bytes | None]) -> str:
+    """The page, from the template ``templates/report.html.j2`` (autoescaped: a path or a config
+    value is text, never markup)."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("cnn_mnist.use", "templates"), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("report.html.j2").render(_page(data, pngs))
+
+
+def _page(data: ReportData, pngs: dict[str, bytes | None]) -> dict:
+    """What the template reads beyond ReportData's fields: the figures as base64, and the sums
+    and sentences worked out here rather than in the template."""
+    evaluation, n = data.evaluation, len(data.evaluation.labels)
+    wrong = int((evaluation.classes != evaluation.labels).sum())
+    seconds, speed = evaluation.training_seconds, data.curves.train.get("global_step/sec")
+    run_config = data.run_config
+    if isinstance(run_config, dict):
+        run_config = [(key, _format_value(value)) for key, value in _flatten(run_config)]
+    return {
+        "model_dir": data.model_dir, "evaluation": evaluation, "curves": data.curves, "n": n, "wrong": wrong,
+        "images": {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items() if png is not None},
+        "scores": data.scores,
+        "macro": {key: float(np.mean([s[key] for s in data.scores])) for key in ("precision", "recall", "f1")},
+        "mistakes": len(data.mistakes), "calibration": data.calibration,
+        "filled_bins": int((data.calibration.counts > 0).sum()), "robustness": data.robustness,
+        "summary": [("test accuracy", f"{evaluation.accuracy * 100:.2f}%"), ("test loss", f"{evaluation.loss:.4f}"),
+                    ("global step", f"{evaluation.global_step:,}"), ("ECE", f"{data.calibration.ece:.4f}"),
+                    ("mistakes", f"{wrong:,} of {n:,}")],
+        "training_time": "unknown (checkpoint from before it was recorded)" if seconds is None
+        else f"{format_duration(seconds)} (over every resumed run)",
+        "steps_per_second": float(np.median(speed.values)) if speed is not None and len(speed.values) else None,
+        "run_config": run_config,
+        "made": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "version": __version__,
+    }
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -469,163 +539,6 @@ def _read_config_json(model_dir: Path) -> dict | str | None:
     return record if isinstance(record, dict) else f"{path.name} does not hold a JSON object"
 
 
-def render_html(model_dir: Path, evaluation: TestEvaluation, curves: TrainingCurves, scores: list[dict],
-                calibration: Calibration, mistakes: np.ndarray, pngs: dict[str, bytes],
-                run_config: dict | str | None, robustness: dict | None = None) -> str:
-    """The page, every image a data: URI: it opens the same from a mail attachment as from disk."""
-    e = html.escape
-    n = len(evaluation.labels)
-
-    def image(name: str, alt: str) -> str:
-        data = base64.b64encode(pngs[name]).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
-
-    if "training_curves.png" in pngs:
-        curves_body = image("training_curves.png", "loss and accuracy against global step")
-        if not curves.validation:
-            curves_body += ('<p class="note">No validation curve: this model was trained without '
-                            "<code>--eval-every N</code>. Train with it (e.g. <code>cnn-mnist train --eval-every 500"
-                            "</code>) to evaluate on the 5,000 validation images every N steps.</p>")
-        if not curves.train:
-            curves_body += '<p class="note">No training scalars were found in the model directory.</p>'
-        curves_body += ('<p class="note">Train figures are those of one batch at each logged step, so they are '
-                        "noisy; validation figures are over the whole validation split.</p>")
-    else:
-        curves_body = (f'<p class="note">No TensorBoard event files in <code>{e(str(model_dir))}</code>, so there '
-                       "are no training curves: training writes them there (they may have been moved or deleted)."
-                       "</p>")
-
-    rows = "".join(
-        f"<tr><td>{s['class']}</td><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td><td>{s['f1']:.4f}</td>"
-        f"<td>{s['support']:,}</td></tr>" for s in scores)
-    macro = {key: float(np.mean([s[key] for s in scores])) for key in ("precision", "recall", "f1")}
-    rows += (f'<tr class="total"><td>macro mean</td><td>{macro["precision"]:.4f}</td><td>{macro["recall"]:.4f}</td>'
-             f'<td>{macro["f1"]:.4f}</td><td>{n:,}</td></tr>')
-    wrong = int((evaluation.classes != evaluation.labels).sum())
-
-    if len(mistakes):
-        mistakes_body = (f'<p>The {len(mistakes)} wrong predictions with the highest predicted probability, '
-                         f"of {wrong:,} mistakes in all; #i is the image's index in the test set "
-                         "(<code>cnn-mnist predict i</code> shows it again).</p>"
-                         + image("mistakes.png", "the most confidently wrong test images"))
-    else:
-        mistakes_body = f"<p>No mistakes: every one of the {n:,} test images is classified correctly.</p>"
-
-    filled = calibration.counts > 0
-    calibration_body = (
-        f"<p>Expected calibration error <strong>{calibration.ece:.4f}</strong> "
-        f"({calibration.ece * 100:.2f} percentage points): the mean gap between confidence and accuracy over "
-        f"{len(calibration.counts)} equal-width confidence bins, weighted by the images in each bin "
-        f"({int(filled.sum())} bins hold any). Bars under the diagonal mean overconfidence.</p>"
-        + image("reliability.png", "reliability diagram"))
-
-    if robustness is None:
-        robustness_body = ('<p class="note">Not measured: it needs scikit-image (the <code>robustness</code> extra; '
-                           "<code>make install</code> has it).</p>")
-    else:
-        worst = robustness["worst"]
-        robustness_body = (
-            f"<p>Accuracy on the first {robustness['images']:,} test images under each of the 15 corruptions of "
-            "MNIST-C (Mu &amp; Gilmer, 2019), in this project's implementation of their definitions: mean "
-            f"<strong>{robustness['mean']:.4f}</strong> against {robustness['clean']:.4f} clean; the worst is "
-            f"{e(worst['corruption'].replace('_', ' '))} at {worst['accuracy']:.4f}. Red bars are under 0.6. "
-            "<code>cnn-mnist evaluate --corruptions</code> gives the same figures.</p>"
-            + image("robustness.png", "accuracy under each corruption, with an example image of each"))
-
-    seconds = evaluation.training_seconds
-    run_rows = [
-        ("checkpoint", f"<code>{e(str(evaluation.checkpoint_path))}</code>"),
-        ("global step", f"{evaluation.global_step:,}"),
-        ("training time", "unknown (checkpoint from before it was recorded)" if seconds is None
-         else f"{format_duration(seconds)} (over every resumed run)"),
-        ("weights evaluated", "moving average of the weights (the checkpoint carries one)"
-         if evaluation.uses_weight_average else "trained weights"),
-        ("test images", f"{n:,}"),
-    ]
-    speed = curves.train.get("global_step/sec")
-    if speed is not None and len(speed.values):
-        run_rows.append(("training speed", f"{float(np.median(speed.values)):,.1f} steps/s (median of logged)"))
-    run_table = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in run_rows)
-    if run_config is None:
-        config_body = ('<p class="note">No <code>config.json</code> in the model directory (it is written by '
-                       "<code>cnn-mnist train</code>), so the configuration is not known.</p>")
-    elif isinstance(run_config, str):
-        config_body = f'<p class="note">{e(run_config)}</p>'
-    else:
-        config_body = ('<table class="config">' + "".join(
-            f"<tr><th>{e(k)}</th><td>{e(_format_value(v))}</td></tr>" for k, v in _flatten(run_config)) + "</table>")
-
-    made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    summary = [("test accuracy", f"{evaluation.accuracy * 100:.2f}%"), ("test loss", f"{evaluation.loss:.4f}"),
-               ("global step", f"{evaluation.global_step:,}"), ("ECE", f"{calibration.ece:.4f}"),
-               ("mistakes", f"{wrong:,} of {n:,}")]
-    summary_html = "".join(f'<div class="card"><div class="value">{v}</div><div class="label">{k}</div></div>'
-                           for k, v in summary)
-
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>cnn-mnist report: {e(model_dir.name or str(model_dir))}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header>
-<h1>cnn-mnist report <span class="dir">{e(str(model_dir))}</span></h1>
-<p class="subtitle">Checkpoint <code>{e(evaluation.checkpoint_path.name)}</code> on the {n:,} test images, measured
-as <code>cnn-mnist evaluate</code> measures it.</p>
-<div class="summary">{summary_html}</div>
-</header>
-<main>
-<section id="curves">
-<h2>Training curves</h2>
-{curves_body}
-</section>
-<section id="test">
-<h2>Test set: confusion matrix and per-class scores</h2>
-<p>Accuracy <strong>{evaluation.accuracy:.4f}</strong> and mean loss <strong>{evaluation.loss:.4f}</strong>
-over {n:,} test images. Rows of the matrix are the true classes, columns the predicted ones.</p>
-<div class="pair">
-{image("confusion_matrix.png", "confusion matrix of the test set")}
-<div class="table-wrap"><table class="scores">
-<thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>
-<tbody>{rows}</tbody>
-</table></div>
-</div>
-</section>
-<section id="mistakes">
-<h2>Most confident mistakes</h2>
-{mistakes_body}
-</section>
-<section id="calibration">
-<h2>Calibration</h2>
-{calibration_body}
-</section>
-<section id="robustness">
-<h2>Robustness: corrupted digits</h2>
-{robustness_body}
-</section>
-<section id="filters">
-<h2>First-layer filters</h2>
-<p>The {len(evaluation.conv1_weight)} 5&times;5 kernels of the first convolution, on one colour scale
-symmetric around 0 (purple positive, orange negative): edge and stroke detectors in a trained network,
-noise in an untrained one.</p>
-{image("filters.png", "first-layer convolution filters")}
-</section>
-<section id="run">
-<h2>Run</h2>
-<table class="run">{run_table}</table>
-<h3>Configuration (config.json)</h3>
-{config_body}
-</section>
-</main>
-<footer>Made {e(made)} by cnn-mnist {e(__version__)}.</footer>
-</body>
-</html>
-"""
-
-
 def _flatten(record: dict, prefix: str = "") -> list[tuple[str, object]]:
     """{"params": {"optimizer": "adam"}} -> [("params.optimizer", "adam")]."""
     flat = []
@@ -639,50 +552,3 @@ def _flatten(record: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 def _format_value(value) -> str:
     return "none" if value is None else json.dumps(value) if isinstance(value, (list, bool)) else str(value)
-
-
-_CSS = """
-:root { --ink: #1d2433; --muted: #5b6475; --rule: #e3e6ec; --accent: #0072B2; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--ink); background: #f6f7f9;
-  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-header, main, footer { max-width: 1100px; margin: 0 auto; padding: 0 20px; }
-header { padding-top: 28px; }
-h1 { margin: 0 0 4px; font-size: 1.9rem; overflow-wrap: anywhere; }
-h1 .dir { font: 500 1.2rem ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; color: var(--muted);
-  margin-left: 8px; }
-h2 { margin: 0 0 12px; font-size: 1.35rem; border-bottom: 2px solid var(--accent); padding-bottom: 4px; }
-h3 { font-size: 1.05rem; margin: 20px 0 8px; }
-.subtitle { margin: 0 0 16px; color: var(--muted); }
-code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em;
-  background: #eef0f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
-.summary { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 8px; }
-.card { flex: 1 1 150px; background: white; border: 1px solid var(--rule); border-radius: 8px; padding: 10px 14px; }
-.card .value { font-size: 1.5rem; font-weight: 650; font-variant-numeric: tabular-nums; }
-.card .label { color: var(--muted); font-size: 0.85rem; text-transform: uppercase; letter-spacing: 0.04em; }
-section { background: white; border: 1px solid var(--rule); border-radius: 8px; padding: 18px 22px;
-  margin: 18px 0; }
-img { display: block; max-width: 100%; height: auto; margin: 8px auto; }
-.note { color: var(--muted); font-size: 0.92rem; }
-.pair { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; justify-content: center; }
-/* min-width 0: a flex item's minimum is otherwise the image's own width, which forces a wrap */
-.pair img { flex: 1 1 500px; min-width: 0; max-width: 620px; margin: 0; }
-.table-wrap { flex: 0 1 auto; max-width: 100%; overflow-x: auto; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-.scores { font-size: 0.95rem; }
-.scores th, .scores td { padding: 4px 10px; text-align: right; border-bottom: 1px solid var(--rule); }
-.scores thead th { border-bottom: 2px solid var(--ink); }
-.scores tr.total td { font-weight: 600; border-top: 2px solid var(--ink); }
-.run th, .run td, .config th, .config td { padding: 3px 14px 3px 0; text-align: left; vertical-align: top;
-  border-bottom: 1px solid var(--rule); }
-.run th, .config th { font-weight: 600; white-space: nowrap; }
-.config { font-size: 0.9rem; }
-footer { color: var(--muted); font-size: 0.85rem; padding-bottom: 28px; }
-@media (max-width: 600px) {
-  header, main, footer { padding: 0 10px; }
-  header { padding-top: 16px; }
-  section { padding: 12px 12px; }
-  .scores th, .scores td { padding: 3px 6px; }
-  .card { flex-basis: 120px; }
-}
-"""
