@@ -10,7 +10,7 @@ ARGS ?=
 BROWSER ?= 1
 CHROMIUM ?= $(or $(CNN_MNIST_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 
-.PHONY: run test docs figures install install-test chromium clean
+.PHONY: run test docs figures notebook notebook-outputs install install-test chromium clean
 
 # Install (with the export, serve and robustness extras), fetch and verify MNIST, train the tutorial recipe,
 # evaluate on the test set.
@@ -38,6 +38,16 @@ figures: install
 	@[ -d runs/docs-model ] || $(BIN)/cnn-mnist train -q --preset fast --model-dir runs/docs-model
 	$(BIN)/cnn-mnist explain -q 0 1 8 --model-dir runs/docs-model --output $(FIGURES)
 
+# The tutorial notebook in JupyterLab, from the venv (the notebook extra); it opens in a browser.
+notebook: $(VENV)/.installed-notebook
+	$(BIN)/jupyter lab notebooks/tutorial.ipynb
+
+# notebooks/tutorial.ipynb made again from its percent script (notebooks/tutorial.py, the one to
+# edit) and run at the tutorial's 20,000 steps in a fresh folder, so that the docs show real
+# outputs: about 5 minutes here.
+notebook-outputs: $(VENV)/.installed-notebook
+	$(BIN)/jupytext --to ipynb --execute --run-path "$$(mktemp -d)" notebooks/tutorial.py
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -50,6 +60,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-notebook: $(VENV)/.installed
+	$(PIP) -e '.[notebook]'
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright cannot download its own browsers here):

@@ -1,6 +1,7 @@
 """The package's layers, as pyproject.toml's import-linter contract states them: each may import the
 ones below it, never one above (cli > experiment > use > training > model > data | kernels > files >
-errors | progress | version). The contract is checked on the package, and shown to fail on a wrong-way import."""
+errors | progress | version > notebook). The contract is checked on the package, and shown to fail on a
+wrong-way import."""
 
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ def test_the_package_keeps_its_layers():
     ("kernels/devices.py", "from cnn_mnist.model import network"),  # kernels sit below the model
     ("use/report.py", "from cnn_mnist import experiment"),  # using a model may not import the main job
     ("training/estimator.py", "from cnn_mnist import cli"),  # nothing imports the CLI
+    ("notebook.py", "from cnn_mnist import errors"),  # the bottom layer imports none of the package
 ])
 def test_a_wrong_way_import_breaks_the_contract(tmp_path, module, wrong_way):
     copy = tmp_path / "src" / "cnn_mnist"

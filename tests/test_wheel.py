@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.real_data  # download --source-dir copies the cached MNIST
 PACKAGED = ("LICENSE", "cnn_mnist/use/static/index.html", "cnn_mnist/use/static/app.js",
             "cnn_mnist/use/static/app.css", "cnn_mnist/use/templates/report.html.j2",
-            "cnn_mnist/use/templates/report.css", "cnn_mnist/kernels/cpu/csrc/pool_relu.c")
+            "cnn_mnist/use/templates/report.css", "cnn_mnist/use/templates/prediction.html.j2",
+            "cnn_mnist/kernels/cpu/csrc/pool_relu.c")
 EXTRAS = "export,serve,robustness,docs,test"  # all of them: the fast tests need the test tools
 # The fast tests: no real MNIST, no browser, nothing slow or GPU-only; not this file. Nor the two
 # files that test torch's process handling (torchrun, kills at any moment: 110 s): they call no

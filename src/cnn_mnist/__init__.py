@@ -13,12 +13,14 @@ from cnn_mnist.model.model_fn import EstimatorSpec, Mode, cnn_model_fn
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.training.config import RunConfig, TrainConfig
 from cnn_mnist.training.estimator import Estimator
-from cnn_mnist.training.hooks import Hook, LoggingHook, ProbabilitiesLogHook, TrainingRun
+from cnn_mnist.training.hooks import Hook, LoggingHook, ProbabilitiesLogHook, ProgressHook, TrainingRun
 from cnn_mnist.training.presets import PRESETS
+from cnn_mnist.use.predictor import Prediction, Predictor
 from cnn_mnist.version import __version__  # noqa: F401  (cnn_mnist.__version__, as usual)
 
 __all__ = [
     "CnnMnistError", "ConvNet", "Estimator", "EstimatorSpec", "Hook", "LoggingHook", "Mnist", "Mode",
-    "ModelParams", "PRESETS", "ProbabilitiesLogHook", "RunConfig", "Split", "TrainConfig", "TrainingRun",
+    "ModelParams", "PRESETS", "Prediction", "Predictor", "ProbabilitiesLogHook", "ProgressHook", "RunConfig",
+    "Split", "TrainConfig", "TrainingRun",
     "cnn_model_fn", "load_mnist", "numpy_input_fn",
 ]

@@ -73,6 +73,15 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(global_step, saved)
         self.global_step, self.saved = global_step, saved
 
+    def sentence(self, again: str = "run the same command again") -> str:
+        """What happened and how to resume, in one line; ``again``: how to run it again where the
+        user is (the CLI's command, a notebook's cell)."""
+        if self.saved:
+            return (f"interrupted at global step {self.global_step}; a checkpoint of it was saved: {again} to "
+                    "resume from it")
+        return (f"aborted at global step {self.global_step} by a second Ctrl-C, without saving: the steps since "
+                f"the newest checkpoint on disk are lost; {again} to resume from that checkpoint")
+
 
 def install_hint(extra: str) -> str:
     """How to add an optional extra, fitted to how this copy of the package was installed: the

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import TextIO
 
+from cnn_mnist import notebook
+
 log = logging.getLogger(__name__)
 
 PLAIN_LINE_EVERY_S = 30.0
@@ -40,17 +42,23 @@ class Progress:
         self._closed = False
         self._bar = None
         self._redirect = contextlib.ExitStack()
-        if bar if bar is not None else _is_terminal(self.stream):
-            from tqdm import tqdm
+        in_kernel = notebook.in_kernel()
+        if bar if bar is not None else in_kernel or _is_terminal(self.stream):
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            # A terminal that reports no size (some CI ptys) would hide the bar: assume 100x24.
-            unsized = _terminal_columns(self.stream) == 0
-            self._bar = tqdm(total=total, desc=description, unit="B" if bytes_ else unit,
-                             unit_scale=bytes_ or unit == "image",
-                             unit_divisor=1024 if bytes_ else 1000, initial=initial, file=self.stream,
-                             ncols=100 if unsized else None, nrows=24 if unsized else None,
-                             dynamic_ncols=not unsized, mininterval=0.2, smoothing=0.05)
+            shown = {"total": total, "desc": description, "unit": "B" if bytes_ else unit,
+                     "unit_scale": bytes_ or unit == "image", "unit_divisor": 1024 if bytes_ else 1000,
+                     "initial": initial, "mininterval": 0.2, "smoothing": 0.05}
+            if in_kernel:  # the notebook's own bar, as wide as the page
+                tqdm = notebook.progress_bar_class()
+                self._bar = tqdm(**shown)
+            else:
+                from tqdm import tqdm
+
+                # A terminal that reports no size (some CI ptys) would hide the bar: assume 100x24.
+                unsized = _terminal_columns(self.stream) == 0
+                self._bar = tqdm(**shown, file=self.stream, ncols=100 if unsized else None,
+                                 nrows=24 if unsized else None, dynamic_ncols=not unsized)
             self._redirect.enter_context(logging_redirect_tqdm([logging.getLogger()], tqdm_class=tqdm))
 
     @property

@@ -158,3 +158,17 @@ def test_the_pooling_kernel_changes_no_value_and_no_gradient_of_a_training_step(
     without_kernel = one_step()
     for ours, theirs in zip(with_kernel, without_kernel, strict=True):
         assert torch.equal(ours, theirs)
+
+
+def test_the_summary_is_the_tutorials_network_layer_by_layer():
+    network = ConvNet().train()
+    before = torch.random.get_rng_state()
+    summary = network.summary()
+    assert network.training and torch.equal(torch.random.get_rng_state(), before)  # no dropout draw, mode kept
+    assert [(layer.name, layer.output) for layer in summary.layers] == [
+        ("input", (28, 28, 1)), ("conv1", (28, 28, 32)), ("pool1", (14, 14, 32)), ("conv2", (14, 14, 64)),
+        ("pool2", (7, 7, 64)), ("flatten", (3136,)), ("dense", (1024,)), ("dropout", (1024,)), ("logits", (10,))]
+    assert summary.parameters == NUM_PARAMETERS == count_parameters(network)
+    assert [layer.parameters for layer in summary.layers if layer.parameters] == [832, 51_264, 3_212_288, 10_250]
+    assert str(summary).splitlines()[-1].split() == ["total", "3,274,634"]
+    assert summary._repr_markdown_().splitlines()[-1] == "| total |  |  | 3,274,634 |"

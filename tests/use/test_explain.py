@@ -97,3 +97,10 @@ def test_the_attribution_adds_up_to_the_logit_difference_from_a_blank_image(pred
 def test_a_digit_of_another_shape_is_refused(predictor):
     with pytest.raises(ValueError, match="one 28x28 digit"):
         explain(predictor, np.zeros((2, 28, 28), dtype=np.uint8))
+
+
+def test_in_a_notebook_an_explanation_is_its_figure(predictor, digit):
+    explanation = explain(predictor, digit)
+    png = explanation._repr_png_()
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size[0] > 500
+    assert repr(explanation).startswith(f"Explanation(read as {explanation.predicted} with probability ")

@@ -139,6 +139,7 @@ def test_without_validation_or_events_the_page_says_why(trained, tiny_mnist_dir,
     shutil.copytree(trained, no_validation, ignore=shutil.ignore_patterns("eval_validation"))
     path = write_report(no_validation, data_dir=tiny_mnist_dir)
     assert path == no_validation / "report" / "report.html"  # the default out dir
+    assert type(path).__name__ == "ReportPage"  # a path that a notebook shows as the page
     page = path.read_text()
     assert "No validation curve" in page and "--eval-every N" in page
     assert (path.parent / "training_curves.png").is_file()
@@ -245,3 +246,12 @@ def test_the_template_escapes_what_it_is_given_and_says_why_a_config_is_unreadab
     (odd / "config.json").write_text("[1, 2]")
     page = write_report(odd, tmp_path / "out", data_dir=tiny_mnist_dir).read_text()
     assert '<p class="note">config.json does not hold a JSON object</p>' in page
+
+
+def test_in_a_notebook_the_report_is_the_page_in_a_frame(report):
+    from cnn_mnist.use.report import ReportPage
+
+    path = ReportPage(report["out"] / "report.html")
+    frame = path._repr_html_()
+    assert frame.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;') and "<section" not in frame
+    assert str(path) == str(report["out"] / "report.html") and path == report["out"] / "report.html"

@@ -30,13 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnn-mnist: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except TrainingInterrupted as stop:
-        if stop.saved:
-            print(f"cnn-mnist: interrupted at global step {stop.global_step}; a checkpoint of it was saved: run the "
-                  "same command again to resume from it", file=sys.stderr)
-        else:
-            print(f"cnn-mnist: aborted at global step {stop.global_step} by a second Ctrl-C, without saving: the "
-                  "steps since the newest checkpoint on disk are lost; run the same command again to resume from "
-                  "that checkpoint", file=sys.stderr)
+        print(f"cnn-mnist: {stop.sentence()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("cnn-mnist: interrupted", file=sys.stderr)

@@ -6,7 +6,10 @@ ReLU -> dropout 0.4 (training only) -> dense 10 logits: 3,274,634 parameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnn_mnist import kernels
@@ -61,6 +64,47 @@ class ConvNet(nn.Module):
         x = self._dropout(torch.relu(kernels.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
         return self.logits(x)  # (N, 10)
 
+    def summary(self) -> NetworkSummary:
+        """Each layer of the tutorial's network with its output shape and parameter count, read
+        from one pass of a blank image (in eval mode, so no random draw is taken)."""
+        shapes, was_training = {}, self.training
+
+        def keep(name):
+            def hook(module, inputs, output):
+                shapes[name] = output
+                if name == "logits":
+                    shapes["dense"] = inputs[0]
+            return hook
+
+        hooks = [getattr(self, name).register_forward_hook(keep(name)) for name in ("conv1", "conv2", "logits")]
+        try:
+            self.eval()
+            with torch.no_grad():
+                self(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.conv1.weight.device))
+        finally:
+            self.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        pool1, pool2 = F.max_pool2d(shapes["conv1"], 2), F.max_pool2d(shapes["conv2"], 2)
+
+        def nhwc(x: torch.Tensor) -> tuple[int, ...]:  # TensorFlow's order, as the tutorial's comments give it
+            return tuple(x.shape[2:]) + (x.shape[1],) if x.dim() == 4 else tuple(x.shape[1:])
+
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        return NetworkSummary((
+            Layer("input", "28x28 greyscale pixels", (IMAGE_SIZE, IMAGE_SIZE, 1), 0),
+            Layer("conv1", "32 filters 5x5, same padding, ReLU", nhwc(shapes["conv1"]), count(self.conv1)),
+            Layer("pool1", "max-pool 2x2, stride 2", nhwc(pool1), 0),
+            Layer("conv2", "64 filters 5x5, same padding, ReLU", nhwc(shapes["conv2"]), count(self.conv2)),
+            Layer("pool2", "max-pool 2x2, stride 2", nhwc(pool2), 0),
+            Layer("flatten", "7x7x64 as one row", (pool2.numel(),), 0),
+            Layer("dense", "1,024 units, ReLU", nhwc(shapes["dense"]), count(self.dense)),
+            Layer("dropout", f"rate {self.dropout.p:g}, training only", nhwc(shapes["dense"]), 0),
+            Layer("logits", "10 units, one per digit", nhwc(shapes["logits"]), count(self.logits)),
+        ))
+
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         """``self.dropout(x)``: zero a fraction p of the units while training, scale the rest by
         1/(1-p). A uniform draw and a compare make the mask 3x faster than ``F.dropout``'s
@@ -72,6 +116,44 @@ class ConvNet(nn.Module):
             return torch.zeros_like(x)
         keep = torch.rand(x.shape, device=x.device) >= rate
         return x * keep * (1.0 / (1.0 - rate))
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    does: str
+    output: tuple[int, ...]  # one image's output, in TensorFlow's (height, width, channels) order
+    parameters: int
+
+
+@dataclass(frozen=True)
+class NetworkSummary:
+    """The network layer by layer (``ConvNet.summary()``): a table as text, and in a notebook."""
+
+    layers: tuple[Layer, ...]
+
+    @property
+    def parameters(self) -> int:
+        return sum(layer.parameters for layer in self.layers)
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        rows = [(layer.name, layer.does, f"[batch, {', '.join(map(str, layer.output))}]", f"{layer.parameters:,}")
+                for layer in self.layers]
+        return rows + [("total", "", "", f"{self.parameters:,}")]
+
+    def __str__(self) -> str:
+        header, rows = ("layer", "what it does", "output shape", "parameters"), self._rows()
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
+        return "\n".join("  ".join(cell.rjust(width) if i == 3 else cell.ljust(width)
+                                   for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+                         for row in (header, *rows))
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_markdown_(self) -> str:
+        lines = ["| layer | what it does | output shape | parameters |", "|---|---|---|---:|"]
+        return "\n".join(lines + [f"| {' | '.join(row)} |" for row in self._rows()])
 
 
 def as_image_batch(images: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from cnn_mnist import notebook
 from cnn_mnist.data.inputs import ArrayStream, numpy_input_fn
 from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
 from cnn_mnist.kernels import devices
@@ -70,6 +71,9 @@ class Estimator:
         """Where and how this Estimator computes: ``cuda:0 (NVIDIA H200), bf16 autocast``."""
         return f"{devices.describe(self.device)}, {DESCRIPTIONS[self.precision]}"
 
+    def __repr__(self) -> str:
+        return f"Estimator(model_dir={str(self.model_dir)!r}, global_step={self.global_step}, on {self.describe()})"
+
     def input_fn_for(self, split) -> Callable[[], Iterable]:
         """One pass over a split (its ``images`` and ``labels``), in order, at this device's
         inference batch size: what evaluate, the validation hook and the report read. Any batch
@@ -83,14 +87,17 @@ class Estimator:
               hooks: Iterable[Hook] = ()) -> Estimator:
         """Train from the newest checkpoint: ``steps`` more steps, or up to global step ``max_steps``.
 
-        Stops early if the input runs out. Ctrl-C stops after the current step, saves a
-        checkpoint and raises KeyboardInterrupt.
+        Stops early if the input runs out. Ctrl-C (a notebook's interrupt) stops after the
+        current step, saves a checkpoint and raises TrainingInterrupted, a KeyboardInterrupt;
+        in IPython that shows as one line saying how to resume, not as a traceback.
         """
         if (steps is None) == (max_steps is None):
             raise ConfigError("give exactly one of steps (to add) and max_steps (an absolute target)")
         for name, value in (("steps", steps), ("max_steps", max_steps)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
+        again = "run the cell again" if notebook.in_kernel() else "run it again"
+        notebook.say_interrupts_in_one_line(TrainingInterrupted, lambda stop: stop.sentence(again))
         log.info("Training on %s", self.describe())
         log.info("Watch training in TensorBoard: tensorboard --logdir %s", self.model_dir)
         with contextlib.ExitStack() as held:

@@ -48,7 +48,8 @@ class Ensemble:
         """The ensemble's prediction and each member's, from one pass of each network."""
         each = [member.predict(pixels) for member in self.members]
         probabilities = np.mean([p.probabilities for p in each], axis=0, dtype=np.float64).astype(np.float32)
-        return Prediction(classes=probabilities.argmax(axis=1), probabilities=probabilities), each
+        return Prediction(classes=probabilities.argmax(axis=1), probabilities=probabilities,
+                          images=each[0].images), each
 
     def evaluate(self, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict:
         """Accuracy and mean cross-entropy of the mean probabilities, and the same for each member.

@@ -58,6 +58,16 @@ class Explanation:
     def logit_difference(self) -> float:
         return float(self.logits[self.predicted] - self.logits[self.runner_up])
 
+    def __repr__(self) -> str:
+        return (f"Explanation(read as {self.predicted} with probability {self.probabilities[self.predicted]:.3f}, "
+                f"runner-up {self.runner_up}; stages {', '.join(stage.name for stage in self.stages)}; "
+                "attribution and conv1's filters)")
+
+    def _repr_png_(self) -> bytes:
+        """In a notebook: the figure ``cnn-mnist explain`` writes (every stage, the attribution,
+        conv1's filters and the probabilities)."""
+        return figure_png(self, f"read as {self.predicted}")
+
 
 def explain(predictor: Predictor, pixels: np.ndarray) -> Explanation:
     """The stages, probabilities and attribution for one (28, 28) digit (uint8 0-255 or float 0-1)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,36 @@ CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 
 @dataclass(frozen=True)
 class Prediction:
+    """A batch's answers. In a notebook it shows as the digits themselves, each with its class
+    and probability (and its label, where ``with_labels`` gave them; wrong answers in red)."""
+
     classes: np.ndarray  # (N,) int64
     probabilities: np.ndarray  # (N, 10) float32
+    images: np.ndarray | None = field(default=None, repr=False, compare=False)  # the pixels answered
+    labels: np.ndarray | None = field(default=None, repr=False, compare=False)  # the true classes, if known
+
+    SHOWN = 60  # digits drawn in a notebook; the rest are counted
+
+    def with_labels(self, labels) -> Prediction:
+        """The same answers with the true classes beside them (shown, and wrong ones marked)."""
+        return replace(self, labels=np.asarray(labels).reshape(-1))
+
+    def __repr__(self) -> str:
+        shown = " ".join(str(c) for c in self.classes[:20].tolist()) + (" ..." if len(self.classes) > 20 else "")
+        right = "" if self.labels is None else f", {int((self.classes == self.labels).sum())} right"
+        count = f"{len(self.classes)} image{'' if len(self.classes) == 1 else 's'}"
+        return f"Prediction({count}{right}: classes [{shown}])"
+
+    def _repr_html_(self) -> str:
+        from cnn_mnist.use import display
+
+        count = min(len(self.classes), self.SHOWN)
+        images = None if self.images is None else np.asarray(self.images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        items = [{"index": i, "digit": int(self.classes[i]), "confidence": float(self.probabilities[i].max()),
+                  "label": None if self.labels is None else int(self.labels[i]),
+                  "png": None if images is None else display.png_base64(images[i])} for i in range(count)]
+        return display.render("prediction.html.j2", {"items": items, "more": len(self.classes) - count,
+                                                     "summary": repr(self)})
 
 
 class Predictor:
@@ -69,4 +97,5 @@ class Predictor:
                 logits = self.network(images.to(self.device)).float()
             probabilities = torch.softmax(logits, dim=1)
             classes = probabilities.argmax(dim=1)
-        return Prediction(classes=classes.cpu().numpy(), probabilities=probabilities.cpu().numpy())
+        return Prediction(classes=classes.cpu().numpy(), probabilities=probabilities.cpu().numpy(),
+                          images=images.cpu().numpy() if images.device.type != "cpu" else images.numpy())

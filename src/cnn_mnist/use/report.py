@@ -459,10 +459,23 @@ def plot(data: ReportData) -> dict[str, bytes | None]:
     return {name: None if figure is None else png_bytes(figure) for name, figure in figures.items()}
 
 
+class ReportPage(type(Path())):  # PosixPath or WindowsPath: Path itself cannot be subclassed before 3.12
+    """report.html's path; in a notebook, the page itself, in a frame that keeps its styles apart
+    from the notebook's."""
+
+    def _repr_html_(self) -> str:
+        import html
+
+        page = self.read_text(encoding="utf-8")
+        return (f'<iframe srcdoc="{html.escape(page)}" title="cnn-mnist report" '
+                'style="width: 100%; height: 900px; border: 1px solid #d0d4dc"></iframe>')
+
+
 def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None, device: str = "auto") -> Path:
+                 data_dir: str | os.PathLike | None = None, device: str = "auto") -> ReportPage:
     """Evaluate the newest checkpoint on the test set and write report.html, its PNGs and
-    metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path.
+    metrics.json to ``out_dir`` (default ``<model_dir>/report``); returns report.html's path (which
+    a notebook shows as the page).
     Each file is written whole or not at all (a reader never sees half a page)."""
     model_dir = Path(model_dir)
     # An empty directory, then the output: neither problem should cost a test-set evaluation.
@@ -481,17 +494,15 @@ def write_report(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                 write_atomically(out_dir / name, lambda temp, content=content: temp.write_bytes(content))
     except OSError as err:
         raise CnnMnistError(f"cannot write the report to {out_dir}: {err.strerror or err}") from None
-    return out_dir / REPORT_NAME
+    return ReportPage(out_dir / REPORT_NAME)
 
 
 def render_html(data: ReportData, pngs: dict[str, bytes | None]) -> str:
     """The page, from the template ``templates/report.html.j2`` (autoescaped: a path or a config
     value is text, never markup)."""
-    import jinja2
+    from cnn_mnist.use import display
 
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("cnn_mnist.use", "templates"), autoescape=True,
-                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return environment.get_template("report.html.j2").render(_page(data, pngs))
+    return display.render("report.html.j2", _page(data, pngs))
 
 
 def _page(data: ReportData, pngs: dict[str, bytes | None]) -> dict:
