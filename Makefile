@@ -39,8 +39,9 @@ figures: install
 	$(BIN)/cnn-mnist explain -q 0 1 8 --model-dir runs/docs-model --output $(FIGURES)
 
 # The tutorial notebook in JupyterLab, from the venv (the notebook extra); it opens in a browser.
+# JupyterLab refuses root (a container's usual user) unless told it is meant.
 notebook: $(VENV)/.installed-notebook
-	$(BIN)/jupyter lab notebooks/tutorial.ipynb
+	$(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/tutorial.ipynb
 
 # notebooks/tutorial.ipynb made again from its percent script (notebooks/tutorial.py, the one to
 # edit) and run at the tutorial's 20,000 steps in a fresh folder, so that the docs show real
