@@ -44,7 +44,7 @@ PACKAGED = ("LICENSE", "cnn_mnist/use/static/index.html", "cnn_mnist/use/static/
             "cnn_mnist/use/static/app.css", "cnn_mnist/use/templates/report.html.j2",
             "cnn_mnist/use/templates/report.css", "cnn_mnist/use/templates/prediction.html.j2",
             "cnn_mnist/kernels/cpu/csrc/pool_relu.c")
-EXTRAS = "export,serve,robustness,docs,test"  # all of them: the fast tests need the test tools
+EXTRAS = "export,serve,robustness,notebook,docs,test"  # all of them: the fast tests need the test tools
 # The fast tests: no real MNIST, no browser, nothing slow or GPU-only; not this file. Nor the two
 # files that test torch's process handling (torchrun, kills at any moment: 110 s): they call no
 # floored dependency that the tests kept here do not (filelock: tests/training/test_lock.py).
