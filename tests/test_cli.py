@@ -531,7 +531,10 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, t
                 else f"--output {inside_a_file} cannot be written: {tmp_path / 'notes.txt'} is a file")
     one_line_error(capsys, [*base, "--output", str(inside_a_file)], expected)
     if command == "export":
-        one_line_error(capsys, [*base, "--output", str(tmp_path)], f"--output {tmp_path} is a directory")
+        # a name without a suffix is the web site's folder, which must be new or empty
+        one_line_error(capsys, [*base, "--output", str(tmp_path)], f"--output {tmp_path} exists and is not empty")
+        one_line_error(capsys, [*base, "--format", "onnx", "--output", str(tmp_path)],
+                       f"--output {tmp_path} is a directory")
     else:
         one_line_error(capsys, [*base, "--output", str(tmp_path / "notes.txt")],
                        f"--output {tmp_path / 'notes.txt'} is a file")

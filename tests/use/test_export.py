@@ -164,7 +164,8 @@ def test_cli_help_names_the_default_paths(capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--format {onnx,safetensors}" in help_text and "<model-dir>/export/model.onnx" in help_text
+    assert "--format {onnx,safetensors,web}" in help_text and "<model-dir>/export/model.onnx" in help_text
+    assert "--web-runtime FILE" in help_text
 
 
 def test_bad_model_dirs_and_output_paths_are_one_line_errors(trained, tmp_path, capsys):

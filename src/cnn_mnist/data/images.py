@@ -13,13 +13,12 @@ import threading
 import warnings
 
 import numpy as np
+import torch
 from PIL import Image
 
+from cnn_mnist.data import preparation
+from cnn_mnist.data.preparation import IMAGE_SIZE, MIN_INK_CONTRAST, MIN_SIGNAL_TO_NOISE
 from cnn_mnist.errors import ImageError, ImageTooLargeError, NoDigitError
-
-IMAGE_SIZE = 28  # the field, as MNIST's
-DIGIT_SIZE = 20  # the longer side of the digit's bounding box in the field
-CENTER = 14.0  # where MNIST's centres of mass sit, in pixel indices (row, column)
 
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused before they are decoded
 # Larger images are box-averaged down to this before any float work: a digit needs far fewer
@@ -28,15 +27,6 @@ MAX_WORKING_SIDE = 1024
 # Formats that announce themselves with a magic number. Pillow's header-less formats (TGA and
 # others) would read random bytes as noise, and EPS would hand the file to Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")  # JPEG includes cameras' MPO
-
-PAPER_GRID_SIDE = 48  # the paper is estimated on a grid this coarse: light varies slowly
-PAPER_WINDOW = 0.5  # ... as what is left after strokes narrower than half the image are filled in
-MIN_INK_CONTRAST = 0.08  # ink that differs from the paper by less than 8% of full scale is no ink
-MIN_SIGNAL_TO_NOISE = 6.0  # ... or by less than this many times the paper's own noise
-INK_FLOOR = 0.2  # after normalising, ink fainter than 20% of the strongest is paper noise
-BOX_TRIM = 0.002  # the bounding box leaves out this fraction of the ink on each side (dust, specks)
-MIN_DIGIT_FRACTION = 0.025  # a mark smaller than 2.5% of the image's longer side is not a digit
-MIN_DIGIT_PIXELS = 3
 
 _ORIENTATION_TAG = 0x0112
 _ORIENTATIONS = {  # EXIF orientation -> the transpose that makes the image upright
@@ -257,14 +247,21 @@ def unit_pixels(array: np.ndarray, name: str, *, full_scale: float = 1.0) -> np.
 
 
 def _prepare(grey: np.ndarray, alpha: np.ndarray | None, name: str) -> np.ndarray:
-    """Grey (and alpha) floats in [0, 1] at working size -> (28, 28) uint8 MNIST pixels."""
+    """Grey (and alpha) floats in [0, 1] at working size -> (28, 28) uint8 MNIST pixels, by the
+    torch steps of ``preparation`` (the ones the web export runs in the browser)."""
     if alpha is not None and alpha.min() < 1:
         grey = _composite(grey, alpha)
-    ink = _ink(grey, name)  # (H, W) in [0, 1], 0 where paper
-    top, bottom, left, right = _ink_box(ink, name)
-    digit = ink[top:bottom, left:right]
-    digit = _scale_to(digit, DIGIT_SIZE)
-    return _to_uint8(_center_of_mass_field(digit))
+    with torch.inference_mode():
+        prepared = preparation.prepare(torch.from_numpy(np.array(grey, dtype=np.float32)))  # a writable copy
+    contrast, noise = float(prepared.contrast), float(prepared.noise)
+    if contrast < MIN_INK_CONTRAST or contrast < MIN_SIGNAL_TO_NOISE * noise:
+        raise NoDigitError(f"{name}: no digit found (the image is blank or its ink too faint: "
+                           f"{max(contrast, 0):.0%} contrast); write darker or larger")
+    longest = int(prepared.longest)
+    if longest < prepared.min_longest:
+        raise NoDigitError(f"{name}: no digit found (only a mark {longest} pixels across in a "
+                           f"{grey.shape[1]}x{grey.shape[0]} image); write larger")
+    return prepared.pixels.numpy().astype(np.uint8)
 
 
 def _border(array: np.ndarray) -> np.ndarray:
@@ -288,108 +285,8 @@ def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return grey * alpha + paper * (1.0 - alpha)
 
 
-def _ink(grey: np.ndarray, name: str) -> np.ndarray:
-    """Grey pixels -> ink strength: 0 on the paper, 1 at the digit's strongest, either polarity.
-
-    Dark ink is measured as the fraction of the paper's light it absorbs, light ink (chalk, a
-    screen) as the light it adds, each against the paper right under it, so that light falling
-    off across a photographed page is not taken for ink.
-    """
-    level = float(np.median(_border(grey)))
-    # Dark ink on light paper, or light ink on dark: the stronger departure from the paper is the ink.
-    dark_ink = level - float(grey.min()) >= float(grey.max()) - level
-    paper = _paper(grey, dark_ink)
-    signed = (paper - grey) / np.maximum(paper, 0.05) if dark_ink else grey - paper
-    # The closing lifts the paper estimate by the noise it sees; the paper's median is the true zero.
-    border = _border(signed)
-    signed -= np.median(border)
-    noise = 1.4826 * float(np.median(np.abs(border - np.median(border))))  # robust sigma of the paper
-    contrast = float(signed.max())
-    if contrast < MIN_INK_CONTRAST or contrast < MIN_SIGNAL_TO_NOISE * noise:
-        raise NoDigitError(f"{name}: no digit found (the image is blank or its ink too faint: "
-                           f"{max(contrast, 0):.0%} contrast); write darker or larger")
-    floor = max(INK_FLOOR * contrast, 3.0 * noise)
-    return np.clip((signed - floor) / (contrast - floor), 0.0, 1.0)
-
-
-def _paper(grey: np.ndarray, dark_ink: bool) -> np.ndarray:
-    """The paper's brightness under the ink: a morphological closing (opening for light ink) of
-    a coarse copy, which fills in strokes narrower than the window and keeps slow changes of light."""
-    height, width = grey.shape
-    coarse = _resize(grey, _grid_size(width, height), Image.Resampling.BOX)
-    window = max(3, round(PAPER_WINDOW * max(coarse.shape)) | 1)  # odd
-    if dark_ink:
-        envelope = _rank_filter(_rank_filter(coarse, window, np.max), window, np.min)
-    else:
-        envelope = _rank_filter(_rank_filter(coarse, window, np.min), window, np.max)
-    if envelope.shape == grey.shape:
-        return envelope
-    return _resize(envelope, (width, height), Image.Resampling.BILINEAR)
-
-
-def _rank_filter(array: np.ndarray, window: int, reduce) -> np.ndarray:
-    """Max or min over a window x window square; edge padding makes windows at the edge truncated."""
-    half = window // 2
-    padded = np.pad(array, half, mode="edge")
-    rows = reduce(np.lib.stride_tricks.sliding_window_view(padded, window, axis=0), axis=-1)
-    return reduce(np.lib.stride_tricks.sliding_window_view(rows, window, axis=1), axis=-1)
-
-
-def _grid_size(width: int, height: int) -> tuple[int, int]:
-    scale = min(1.0, PAPER_GRID_SIDE / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _ink_box(ink: np.ndarray, name: str) -> tuple[int, int, int, int]:
-    """The bounding box of the ink (top, bottom, left, right; exclusive ends), leaving out stray
-    specks that hold a sliver of the ink; NoDigitError when what is left is too small."""
-    total = float(ink.sum())
-    rows, cols = ink.sum(axis=1), ink.sum(axis=0)
-    top, bottom = _trimmed_span(rows, total)
-    left, right = _trimmed_span(cols, total)
-    longest = max(bottom - top, right - left)
-    if longest < max(MIN_DIGIT_PIXELS, MIN_DIGIT_FRACTION * max(ink.shape)):
-        raise NoDigitError(f"{name}: no digit found (only a mark {longest} pixels across in a "
-                           f"{ink.shape[1]}x{ink.shape[0]} image); write larger")
-    return top, bottom, left, right
-
-
-def _trimmed_span(mass: np.ndarray, total: float) -> tuple[int, int]:
-    cumulative = np.cumsum(mass)
-    first = int(np.searchsorted(cumulative, BOX_TRIM * total, side="right"))
-    last = int(np.searchsorted(cumulative, (1.0 - BOX_TRIM) * total, side="left"))
-    return first, last + 1  # last >= first: BOX_TRIM < 0.5
-
-
-def _scale_to(digit: np.ndarray, size: int) -> np.ndarray:
-    """Scale so the longer side is ``size`` pixels, keeping the aspect ratio; anti-aliased."""
-    height, width = digit.shape
-    scale = size / max(height, width)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # Downscaling averages areas (how MNIST's anti-aliasing greyed its edges); upscaling interpolates.
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    scaled = np.clip(_resize(digit, new, resample), 0.0, 1.0)
-    peak = float(scaled.max())
-    return scaled / peak if peak > 0 else scaled
-
-
 def _resize(array: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F").resize(size, resample))
-
-
-def _center_of_mass_field(digit: np.ndarray) -> np.ndarray:
-    """Paste into a 28x28 field so the centre of mass lands on (14, 14), shifted by whole pixels
-    as MNIST was; the shift is clamped so that no ink leaves the field."""
-    height, width = digit.shape
-    mass = float(digit.sum())
-    rows, cols = np.arange(height), np.arange(width)
-    row = float(digit.sum(axis=1) @ rows) / mass if mass > 0 else (height - 1) / 2
-    col = float(digit.sum(axis=0) @ cols) / mass if mass > 0 else (width - 1) / 2
-    top = min(max(round(CENTER - row), 0), IMAGE_SIZE - height)
-    left = min(max(round(CENTER - col), 0), IMAGE_SIZE - width)
-    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    field[top:top + height, left:left + width] = digit
-    return field
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:

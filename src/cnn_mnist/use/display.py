@@ -34,3 +34,13 @@ def png_base64(pixels: np.ndarray) -> str:
     out = io.BytesIO()
     Image.fromarray(array, "L").save(out, "PNG")
     return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def draw_page(runtime_version: str | None = None) -> str:
+    """The draw-a-digit page: as ``cnn-mnist serve`` serves it (asking the server), or with
+    ``runtime_version`` as the static site's (running the model in the browser on that version of
+    ONNX Runtime Web, which cannot take the gradients the attribution needs)."""
+    site = runtime_version is not None
+    note = ("The attribution needs gradients, which this page does not take: cnn-mnist serve shows it."
+            if site else "Integrated gradients appear here.")
+    return render("page.html.j2", {"site": site, "runtime_version": runtime_version, "attribution_note": note})

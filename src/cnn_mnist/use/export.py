@@ -1,6 +1,7 @@
 """Export a trained model for use without this package's training code: ONNX (network, softmax and
-argmax in one self-contained file, checked against PyTorch in onnxruntime before it is kept) or
-safetensors (the weights alone, for ``ConvNet().load_state_dict``).
+argmax in one self-contained file, checked against PyTorch in onnxruntime before it is kept),
+safetensors (the weights alone, for ``ConvNet().load_state_dict``), or web (a static site: the
+draw-a-digit page running the model in the browser; see ``web``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from cnn_mnist.training import checkpoints
 from cnn_mnist.files import prepare_output_file, write_atomically
 from cnn_mnist.use.predictor import CLASS_NAMES, Predictor
 
-FORMATS = ("onnx", "safetensors")
-FILE_NAMES = {"onnx": "model.onnx", "safetensors": "model.safetensors"}
+FORMATS = ("onnx", "safetensors", "web")
+FILE_NAMES = {"onnx": "model.onnx", "safetensors": "model.safetensors", "web": "web"}  # web: a folder
 EXPORT_DIR = "export"  # inside the model directory
 PARITY_IMAGES = 1_000  # the first test images; ~0.3 s of onnxruntime on 2 cores
 PARITY_TOLERANCE = 1e-5  # largest allowed |probability difference| between PyTorch and onnxruntime
@@ -89,20 +90,31 @@ def default_output_path(model_dir: str | os.PathLike, fmt: str) -> Path:
 
 def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: str | os.PathLike | None = None, *,
                  data_dir: str | os.PathLike | None = None, parity_images: int = PARITY_IMAGES,
-                 checkpoint_path: str | os.PathLike | None = None, device: str = "auto") -> ExportResult:
+                 checkpoint_path: str | os.PathLike | None = None, device: str = "auto",
+                 web_runtime: str | os.PathLike | None = None):
     """Export the newest checkpoint of ``model_dir`` (its weight average where it has one).
 
-    ``fmt`` is "onnx" or "safetensors"; None takes it from ``output``'s suffix, else ONNX. The
-    output's folder is checked before any work. ONNX also loads MNIST's test set from ``data_dir``
-    for the parity check on its first ``parity_images`` images; nothing is written unless it holds.
+    ``fmt`` is "onnx", "safetensors" or "web"; None takes it from ``output``'s suffix (none: web,
+    a folder), else ONNX. The output's folder is checked before any work; web's must be new or
+    empty, and ``web_runtime`` may give ONNX Runtime Web's npm tarball (else it is downloaded
+    once). ONNX (and web) also load MNIST's test set from ``data_dir`` for the parity check on its
+    first ``parity_images`` images (web: 100, drawn on a pad); nothing is written unless it holds.
     The files are the same whatever the device: the graph is traced from a CPU copy of the weights;
     ``device`` is where PyTorch computes the parity check's reference answers.
     """
     fmt = resolve_format(fmt, output)
-    if fmt == "onnx":
+    if fmt in ("onnx", "web"):
         _require_onnx()
     if checkpoint_path is None:
         checkpoints.require_checkpoint(model_dir)
+    if fmt == "web":
+        from cnn_mnist.data.datasets import load_mnist
+        from cnn_mnist.use.web import PARITY_DRAWINGS, check_site_folder, export_site
+
+        folder = check_site_folder(output if output is not None else default_output_path(model_dir, fmt))
+        predictor = Predictor(model_dir, checkpoint_path, device="cpu")  # the site's answers are fp32 CPU ones
+        images = load_mnist(data_dir).test.images[:PARITY_DRAWINGS]
+        return export_site(predictor, folder, images, runtime_tarball=web_runtime)
     path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt),
                                "--output" if output is not None else "the default export file")
     started = time.perf_counter()
@@ -122,19 +134,25 @@ def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: s
 
 
 def resolve_format(fmt: str | None, output: str | os.PathLike | None) -> str:
-    """The export format: ``fmt`` if given (it must agree with a known suffix of ``output``), else
-    the one ``output``'s suffix names, else ONNX."""
+    """The export format: ``fmt`` if given (it must agree with ``output``'s suffix), else the one
+    ``output``'s suffix names (no suffix: web, which writes a folder), else ONNX."""
     suffix = Path(output).suffix.lower().lstrip(".") if output is not None else ""
-    named = suffix if suffix in FORMATS else None
+    named = suffix if suffix in FILE_NAMES and suffix != "web" else None
     if fmt is not None and fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+        raise ExportError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if fmt is None and suffix and named is None:
         raise ExportError(f"cannot tell the format from --output {output} (.{suffix}); end it in .onnx or "
-                          ".safetensors, or give --format")
+                          ".safetensors, give a folder name without a suffix for the web site, or give --format")
+    if fmt == "web" and suffix:
+        raise ExportError(f"--format web writes a folder, but --output {output} ends in .{suffix} like a file; give "
+                          "a folder name without a suffix")
+    if fmt in ("onnx", "safetensors") and output is not None and not suffix and not Path(output).is_dir():
+        raise ExportError(f"--format {fmt} writes one file, but --output {output} has no suffix, like the web "
+                          f"site's folder; end it in .{fmt}")
     if fmt is not None and named is not None and fmt != named:
         raise ExportError(f"--format {fmt} but --output {output} ends in .{named}; drop one of them, or make them "
                           "agree")
-    return fmt or named or "onnx"
+    return fmt or named or ("web" if output is not None else "onnx")
 
 
 def export_metadata(predictor: Predictor) -> dict[str, str]:

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Annotated, Literal
 
 import numpy as np
@@ -37,6 +36,7 @@ from cnn_mnist.data.images import unit_pixels
 from cnn_mnist.errors import CnnMnistError, ImageError, ImageTooLargeError, ServeError, install_hint
 from cnn_mnist.model.network import IMAGE_SIZE
 from cnn_mnist.use import answers
+from cnn_mnist.use.display import draw_page
 from cnn_mnist.use.predictor import Predictor
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -296,7 +296,7 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
         explanations = await run_in_threadpool(explain_inputs, predictor, inputs)
         return JSONResponse({**model, "explanations": explanations})
 
-    html = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
+    html = draw_page()
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:

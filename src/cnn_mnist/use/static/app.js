@@ -2,6 +2,8 @@
 // drawing (at most every PREDICT_EVERY_MS) and at each stroke's end; the newest answer is shown.
 // The same PNG then goes to POST /v1/explain, one request at a time: a drawing that changes while
 // one is out waits, and only the newest is sent when it returns.
+// In the static site (body data-backend="onnx") the pad's pixels go to onnx-model.js instead,
+// which answers both at once in the page, one run at a time, the newest drawing next.
 "use strict";
 
 (() => {
@@ -29,6 +31,8 @@
   const filterCaption = document.getElementById("filter-caption");
   const attributionCanvas = document.getElementById("attribution");
   const attributionCaption = document.getElementById("attribution-caption");
+  const attributionNote = attributionCaption.textContent;  // the served page's, or why the static one has none
+  const inBrowser = document.body.dataset.backend === "onnx";
 
   // strokes in pad units (0-1 on both axes), so the pad can be redrawn at any size and exported at one
   const strokes = [];
@@ -41,6 +45,9 @@
   let explaining = false;    // a /v1/explain request is out
   let explainWanted = 0;     // the newest drawing version waiting for an explanation (0: none)
   let filters = null;        // conv1's kernels, from the newest explanation
+  let modelReady = null;     // static site: resolves when the model is loaded
+  let running = false;       // static site: a run is under way
+  let runAgain = false;      // ... and the drawing changed meanwhile
 
   // -- drawing ------------------------------------------------------------------------------------
 
@@ -148,7 +155,16 @@
     return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
   }
 
+  function exportPixels() {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = EXPORT_SIZE;
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    render(context, EXPORT_SIZE);
+    return context.getImageData(0, 0, EXPORT_SIZE, EXPORT_SIZE).data;
+  }
+
   async function predict() {
+    if (inBrowser) return predictInBrowser();
     if (!strokes.length) return;
     const asked = version;
     let state, answer;
@@ -177,6 +193,47 @@
     settle();
     if (state === "digit") requestExplanation(asked);
     else showInsideEmpty(state === "no-digit" ? "No digit to look inside." : "Draw a digit to see what each layer makes of it.");
+  }
+
+  async function predictInBrowser() {
+    if (running) { runAgain = true; return; }      // ONNX Runtime runs one session call at a time
+    running = true;
+    try {
+      do { runAgain = false; await answerInBrowser(); } while (runAgain);
+    } finally {
+      running = false;
+    }
+  }
+
+  async function answerInBrowser() {
+    if (!strokes.length) return;
+    const asked = version;
+    const started = performance.now();
+    let answer = null, problem = null, rgba = null;
+    try {
+      await modelReady;
+      rgba = exportPixels();
+      answer = await OnnxModel.run(rgba, EXPORT_SIZE);
+    } catch (error) {
+      problem = `The model did not run: ${error && error.message ? error.message : error}`;
+    }
+    if (asked < shownVersion || !strokes.length) return;  // a newer drawing is on screen, or none
+    shownVersion = asked;
+    if (problem) {
+      showError(problem);
+      showInsideEmpty("Draw a digit to see what each layer makes of it.");
+    } else if (answer.prediction.no_digit) {
+      showNoDigit(answer.prediction);
+      showInsideEmpty("No digit to look inside.");
+    } else {
+      showDigit(answer.prediction);
+      showInside(answer.explanation);
+      await Promise.all(Array.from(stagesBox.querySelectorAll("img"), (image) => image.decode().catch(() => {})));
+    }
+    settle();
+    // what the page answered, for its tests and benchmark: the pixels in, the answer, the time it took
+    window.cnnMnistLast = { version: asked, rgba, ms: performance.now() - started,
+                            prediction: answer && answer.prediction };
   }
 
   // -- explaining ---------------------------------------------------------------------------------
@@ -218,7 +275,7 @@
     filterCaption.textContent = "Click a conv1 map to see the 5x5 filter that made it.";
     clearCanvas(filterCanvas);
     clearCanvas(attributionCanvas);
-    attributionCaption.textContent = "Integrated gradients appear here.";
+    attributionCaption.textContent = attributionNote;
   }
 
   function showInside(explanation) {
@@ -245,7 +302,7 @@
     filters = explanation.filters;
     const selected = Number(filterView.dataset.filter);
     if (filterView.dataset.filter !== "") drawFilter(selected);
-    drawAttribution(explanation.attribution);
+    if (explanation.attribution) drawAttribution(explanation.attribution);
   }
 
   function stageFigure(name, label, source, low, high) {
@@ -440,7 +497,24 @@
   new ResizeObserver(fitPad).observe(pad);
   fitPad();
   showEmpty();
-  fetch("healthz").then((response) => response.json()).then(describeModel).catch(() => {
-    modelInfo.textContent = "The model server did not answer.";
-  });
+  if (!inBrowser) {
+    fetch("healthz").then((response) => response.json()).then(describeModel).catch(() => {
+      modelInfo.textContent = "The model server did not answer.";
+    });
+  } else if (location.protocol === "file:") {
+    // Browsers refuse the runtime's WebAssembly from file:// pages: say so instead of hanging.
+    const how = "Serve this folder to use the page: run python -m http.server in it and open http://localhost:8000/";
+    modelInfo.textContent = how;
+    showError(how);
+    modelReady = Promise.reject(new Error(how));
+    modelReady.catch(() => {});
+  } else {
+    modelReady = OnnxModel.load();
+    modelReady.then((about) => {
+      describeModel(about);
+      document.body.dataset.ready = "true";
+    }, (error) => {
+      modelInfo.textContent = `The model did not load: ${error && error.message ? error.message : error}`;
+    });
+  }
 })();
