@@ -41,7 +41,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as CI runs
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.real_data  # download --source-dir copies the cached MNIST
 PACKAGED = ("LICENSE", "cnn_mnist/use/templates/page.html.j2", "cnn_mnist/use/static/app.js",
-            "cnn_mnist/use/static/app.css", "cnn_mnist/use/static/onnx-model.js", "cnn_mnist/use/templates/report.html.j2",
+            "cnn_mnist/use/static/app.css", "cnn_mnist/use/static/onnx-model.js",
+            "cnn_mnist/use/templates/report.html.j2",
             "cnn_mnist/use/templates/report.css", "cnn_mnist/use/templates/prediction.html.j2",
             "cnn_mnist/kernels/cpu/csrc/pool_relu.c")
 EXTRAS = "export,serve,robustness,notebook,docs,test"  # all of them: the fast tests need the test tools

@@ -166,17 +166,18 @@ def build_drawing_model(network: nn.Module):
     return model
 
 
-def half_precision_weights(model, min_elements: int = HALF_PRECISION_MIN_ELEMENTS):
-    """``model`` with the network's large float32 weights stored as float16, each widened back by a
-    Cast as the graph runs: computation stays float32, the file halves. The preparation's constants
-    (its resampling weights) stay float32: rounded to float16 they move a digit's pixels."""
+def half_precision_weights(model, min_elements: int = HALF_PRECISION_MIN_ELEMENTS, prefix: str = "network."):
+    """``model`` with the network's large float32 weights (named ``prefix``...) stored as float16,
+    each widened back by a Cast as the graph runs: computation stays float32, the file halves. The
+    preparation's constants (its resampling weights) stay float32: rounded to float16 they move a
+    digit's pixels."""
     import onnx
     from onnx import numpy_helper
 
     graph = model.graph
     casts = []
     for index, tensor in enumerate(graph.initializer):
-        if (not tensor.name.startswith("network.") or tensor.data_type != onnx.TensorProto.FLOAT
+        if (not tensor.name.startswith(prefix) or tensor.data_type != onnx.TensorProto.FLOAT
                 or np.prod(tensor.dims) < min_elements):
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{tensor.name}.float16")
