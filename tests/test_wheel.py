@@ -157,6 +157,10 @@ def test_every_command_from_another_folder(trained):
     for name in ("model.onnx", "model.safetensors"):
         run(user, "export", "--model-dir", user["model"], "--data-dir", user["data"], "--output", user["work"] / name)
         assert (user["work"] / name).stat().st_size > 13_000_000
+    site = user["work"] / "site"  # no suffix: the static web site's folder
+    run(user, "export", "--model-dir", user["model"], "--data-dir", user["data"], "--output", site)
+    assert {"index.html", "model.json", "model.onnx", "static", "ort"} == {path.name for path in site.iterdir()}
+    assert (site / "static" / "onnx-model.js").is_file() and (site / "ort" / "ort-wasm-simd-threaded.wasm").is_file()
 
     reported = run(user, "report", "--json", "--model-dir", user["model"], "--data-dir", user["data"]).stdout
     assert Path(json.loads(reported)["report"]).is_file()

@@ -503,7 +503,7 @@
     });
   } else if (location.protocol === "file:") {
     // Browsers refuse the runtime's WebAssembly from file:// pages: say so instead of hanging.
-    const how = "Serve this folder to use the page: run python -m http.server in it and open http://localhost:8000/";
+    const how = "Serve this folder to use the page: run python -m http.server in it, then open localhost:8000";
     modelInfo.textContent = how;
     showError(how);
     modelReady = Promise.reject(new Error(how));
