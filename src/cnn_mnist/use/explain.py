@@ -30,6 +30,15 @@ from cnn_mnist.use.predictor import Predictor
 IG_STEPS = 32  # one batch of 32 forward and backward passes
 ATTRIBUTION_TOLERANCE = 0.01  # |sum of attributions - logit difference|, relative to that difference (tested)
 TILE_COLUMNS = 8  # maps per row of a stage's tile sheet
+# Each stage's name and label (the tutorial's name and shape), in the network's order; the static
+# site's page reads them from its model.json.
+STAGE_LABELS = {
+    "conv1": "conv1 + ReLU [batch, 28, 28, 32]",
+    "pool1": "pool1 [batch, 14, 14, 32]",
+    "conv2": "conv2 + ReLU [batch, 14, 14, 64]",
+    "pool2": "pool2 [batch, 7, 7, 64]",
+    "dense": "dense + ReLU [batch, 1024]",
+}
 
 
 @dataclass(frozen=True)
@@ -79,13 +88,9 @@ def explain(predictor: Predictor, pixels: np.ndarray) -> Explanation:
     x = torch.from_numpy(image).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).to(predictor.device)
     outputs = _forward_recording(network, x)
     conv1, conv2 = torch.relu(outputs["conv1"]), torch.relu(outputs["conv2"])
-    stages = [
-        Stage("conv1", "conv1 + ReLU [batch, 28, 28, 32]", conv1),
-        Stage("pool1", "pool1 [batch, 14, 14, 32]", F.max_pool2d(conv1, 2)),
-        Stage("conv2", "conv2 + ReLU [batch, 14, 14, 64]", conv2),
-        Stage("pool2", "pool2 [batch, 7, 7, 64]", F.max_pool2d(conv2, 2)),
-        Stage("dense", "dense + ReLU [batch, 1024]", outputs["dense"]),
-    ]
+    maps = {"conv1": conv1, "pool1": F.max_pool2d(conv1, 2), "conv2": conv2, "pool2": F.max_pool2d(conv2, 2),
+            "dense": outputs["dense"]}
+    stages = [Stage(name, label, maps[name]) for name, label in STAGE_LABELS.items()]
     stages = [Stage(s.name, s.label, s.maps[0].float().cpu().numpy()) for s in stages]
     logits = outputs["logits"][0].float().cpu()
     ranked = torch.argsort(logits, descending=True)

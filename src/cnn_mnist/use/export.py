@@ -137,7 +137,7 @@ def resolve_format(fmt: str | None, output: str | os.PathLike | None) -> str:
     """The export format: ``fmt`` if given (it must agree with ``output``'s suffix), else the one
     ``output``'s suffix names (no suffix: web, which writes a folder), else ONNX."""
     suffix = Path(output).suffix.lower().lstrip(".") if output is not None else ""
-    named = suffix if suffix in FILE_NAMES and suffix != "web" else None
+    named = suffix if suffix in ("onnx", "safetensors") else None  # the formats that write one file
     if fmt is not None and fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if fmt is None and suffix and named is None:

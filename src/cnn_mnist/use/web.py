@@ -28,11 +28,11 @@ from cnn_mnist.errors import ExportError
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.use import web_runtime
 from cnn_mnist.use.display import draw_page
+from cnn_mnist.use.explain import STAGE_LABELS
 from cnn_mnist.use.predictor import Predictor
 
 CANVAS_SIZE = 280  # the drawing the page hands the model: the pad rendered at 280x280 (app.js's EXPORT_SIZE)
-STAGES = ("conv1", "pool1", "conv2", "pool2", "dense")
-OUTPUTS = ("prepared", "no_digit", "probabilities", *STAGES)
+OUTPUTS = ("prepared", "no_digit", "probabilities", *STAGE_LABELS)
 # Weights stored as float16 and widened to float32 as the graph loads: the file halves (13.1 ->
 # 6.6 MB) and no class changed on MNIST's 10,000 test digits (benchmarks/web_weights.py).
 HALF_PRECISION_MIN_ELEMENTS = 1024  # the network's tensors this large are stored as float16; biases stay float32
@@ -233,5 +233,6 @@ def _write_pages(folder: Path, predictor: Predictor) -> None:
     about = {"global_step": predictor.global_step, "checkpoint": predictor.checkpoint_path.name,
              "weights": "weight average" if predictor.uses_weight_average else "trained weights",
              "canvas_size": CANVAS_SIZE, "onnxruntime_web": web_runtime.VERSION,
+             "stages": [{"name": name, "label": label} for name, label in STAGE_LABELS.items()],
              "filters": {"values": np.round(filters, 5).tolist(), "max_abs": round(float(np.abs(filters).max()), 5)}}
     (folder / "model.json").write_text(json.dumps(about), encoding="utf-8")

@@ -148,19 +148,19 @@
     predict();
   }
 
-  function exportPng() {
+  function exportCanvas() {   // the drawing at EXPORT_SIZE, whatever the screen
     const canvas = document.createElement("canvas");
     canvas.width = canvas.height = EXPORT_SIZE;
-    render(canvas.getContext("2d"), EXPORT_SIZE);
-    return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    render(canvas.getContext("2d", { willReadFrequently: inBrowser }), EXPORT_SIZE);
+    return canvas;
   }
 
-  function exportPixels() {
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = EXPORT_SIZE;
-    const context = canvas.getContext("2d", { willReadFrequently: true });
-    render(context, EXPORT_SIZE);
-    return context.getImageData(0, 0, EXPORT_SIZE, EXPORT_SIZE).data;
+  function exportPng() {
+    return new Promise((resolve) => exportCanvas().toBlob(resolve, "image/png"));
+  }
+
+  function exportPixels() {   // RGBA, as the static site's model takes it
+    return exportCanvas().getContext("2d").getImageData(0, 0, EXPORT_SIZE, EXPORT_SIZE).data;
   }
 
   async function predict() {

@@ -7,15 +7,8 @@
 
 window.OnnxModel = (() => {
   const TILE_COLUMNS = 8;                    // as explain.to_json's tile sheets
-  const STAGES = [
-    ["conv1", "conv1 + ReLU [batch, 28, 28, 32]"],
-    ["pool1", "pool1 [batch, 14, 14, 32]"],
-    ["conv2", "conv2 + ReLU [batch, 14, 14, 64]"],
-    ["pool2", "pool2 [batch, 7, 7, 64]"],
-    ["dense", "dense + ReLU [batch, 1024]"],
-  ];
   let session = null;
-  let about = null;
+  let about = null;          // model.json: the step, the stages' names and labels (explain.py's), conv1's filters
 
   async function load() {
     // Without cross-origin isolation (most static hosts) the browser allows no WASM threads: one.
@@ -39,7 +32,7 @@ window.OnnxModel = (() => {
     const best = argmax(probabilities);
     const noDigit = Boolean(out.no_digit.data[0]);
     const prediction = { class: best, probabilities, no_digit: noDigit, prepared };
-    const stages = STAGES.map(([name, label]) => stage(name, label, out[name]));
+    const stages = about.stages.map(({ name, label }) => stage(name, label, out[name]));
     const runnerUp = argmax(probabilities.map((p, digit) => (digit === best ? -1 : p)));
     const explanation = { class: best, runner_up: runnerUp, probabilities, no_digit: noDigit, prepared, stages,
                           filters: about.filters, attribution: null };
