@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnn_mnist.kernels.cpu import fast_linear
-from cnn_mnist.model.network import NUM_PARAMETERS, ConvNet, as_image_batch, count_parameters
+from cnn_mnist.model.network import NUM_PARAMETERS, STAGE_LABELS, ConvNet, as_image_batch, count_parameters
 
 
 def test_parameter_count_is_the_tutorials():
@@ -172,3 +172,29 @@ def test_the_summary_is_the_tutorials_network_layer_by_layer():
     assert [layer.parameters for layer in summary.layers if layer.parameters] == [832, 51_264, 3_212_288, 10_250]
     assert str(summary).splitlines()[-1].split() == ["total", "3,274,634"]
     assert summary._repr_markdown_().splitlines()[-1] == "| total |  |  | 3,274,634 |"
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
+def test_the_stages_are_the_forward_spelt_out(channels_last):
+    network = ConvNet(generator=torch.Generator().manual_seed(0)).eval()
+    if channels_last:  # as the Estimator and the Predictor keep it
+        network = network.to(memory_format=torch.channels_last)
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        stages = network.stages(images)
+        logits = network(images)
+    assert [(stage.name, stage.label) for stage in stages] == list(STAGE_LABELS.items())
+    for stage in stages:  # each label gives its stage's shape, in TensorFlow's (height, width, channels) order
+        shape = stage.output.shape[1:]
+        nhwc = (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)
+        assert stage.label.endswith(f"[batch, {', '.join(map(str, nhwc))}]"), stage.label
+    assert torch.equal(stages[-1].output, logits)  # the forward's logits, bit for bit
+
+
+def test_in_training_the_stages_drop_out_as_the_forward_does():
+    network = ConvNet(generator=torch.Generator().manual_seed(0)).train()
+    images = torch.rand(4, 1, 28, 28)
+    torch.manual_seed(7)
+    logits = network(images)
+    torch.manual_seed(7)
+    assert torch.equal(network.stages(images)[-1].output, logits)

@@ -57,7 +57,7 @@ def float_pixels(images: torch.Tensor) -> np.ndarray:
 
 def test_onnx_file_matches_pytorch_for_any_batch_size(exported, trained, predictor, mnist):
     assert exported.path == trained / "export" / "model.onnx" and exported.format == "onnx"
-    assert exported.global_step == STEPS and exported.uses_weight_average
+    assert exported.global_step == STEPS and exported.weights == "weight average"
     assert exported.parity.images == 250 and exported.parity.max_abs_diff <= 1e-5
     assert str(exported.parity).startswith("parity on 250 test images: max |dp| = ")
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])

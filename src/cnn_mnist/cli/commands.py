@@ -188,8 +188,7 @@ def export(args) -> None:
     _require_model_dir(args.model_dir, args.model_dir_is_default)
     result = export_model(args.model_dir, args.format, args.output, data_dir=args.data_dir, device=args.device,
                           web_runtime=args.web_runtime)
-    parity = getattr(result, "parity", None)  # a web site says its own parity
-    print_result(result.to_dict(), args.json, str(result) if parity is None else f"{result}\n{parity}")
+    print_result(result.to_dict(), args.json, str(result))
 
 
 def report(args) -> None:

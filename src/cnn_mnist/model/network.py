@@ -17,6 +17,16 @@ from cnn_mnist import kernels
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 NUM_PARAMETERS = 3_274_634  # 832 + 51,264 + 3,212,288 + 10,250
+# Each stage ConvNet.stages returns, in the network's order, with its label: the tutorial's name and
+# shape (TensorFlow's (height, width, channels) order). explain, the web page and summary() show them.
+STAGE_LABELS = {
+    "conv1": "conv1 + ReLU [batch, 28, 28, 32]",
+    "pool1": "pool1 [batch, 14, 14, 32]",
+    "conv2": "conv2 + ReLU [batch, 14, 14, 64]",
+    "pool2": "pool2 [batch, 7, 7, 64]",
+    "dense": "dense + ReLU [batch, 1024]",
+    "logits": "logits [batch, 10]",
+}
 
 
 class ConvNet(nn.Module):
@@ -64,28 +74,33 @@ class ConvNet(nn.Module):
         x = self._dropout(torch.relu(kernels.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
         return self.logits(x)  # (N, 10)
 
+    def stages(self, images: torch.Tensor) -> list[StageOutput]:
+        """Every stage's output for ``images``, in order, each with its name and label
+        (``STAGE_LABELS``): what the network computes, spelt out for showing it. The logits are
+        the forward's (tested equal); the pooling runs after the ReLU here, which gives the same
+        values as the forward's fused pool-then-ReLU and keeps each ReLU map to show."""
+        x = as_image_batch(images)  # (N, 1, 28, 28) float
+        conv1 = torch.relu(self.conv1(x))  # (N, 32, 28, 28)
+        pool1 = F.max_pool2d(conv1, 2)  # (N, 32, 14, 14)
+        conv2 = torch.relu(self.conv2(pool1))  # (N, 64, 14, 14)
+        pool2 = F.max_pool2d(conv2, 2)  # (N, 64, 7, 7)
+        flat = pool2.permute(0, 2, 3, 1).flatten(1)  # (N, 3136), row by row as the forward flattens
+        dense = torch.relu(kernels.linear(flat, self.dense.weight, self.dense.bias))  # (N, 1024)
+        logits = self.logits(self._dropout(dense))  # (N, 10)
+        outputs = {"conv1": conv1, "pool1": pool1, "conv2": conv2, "pool2": pool2, "dense": dense, "logits": logits}
+        return [StageOutput(name, label, outputs[name]) for name, label in STAGE_LABELS.items()]
+
     def summary(self) -> NetworkSummary:
         """Each layer of the tutorial's network with its output shape and parameter count, read
-        from one pass of a blank image (in eval mode, so no random draw is taken)."""
-        shapes, was_training = {}, self.training
-
-        def keep(name):
-            def hook(module, inputs, output):
-                shapes[name] = output
-                if name == "logits":
-                    shapes["dense"] = inputs[0]
-            return hook
-
-        hooks = [getattr(self, name).register_forward_hook(keep(name)) for name in ("conv1", "conv2", "logits")]
+        from the stages of a blank image (in eval mode, so no random draw is taken)."""
+        was_training = self.training
         try:
             self.eval()
             with torch.no_grad():
-                self(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.conv1.weight.device))
+                blank = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.conv1.weight.device)
+                shapes = {stage.name: stage.output for stage in self.stages(blank)}
         finally:
             self.train(was_training)
-            for hook in hooks:
-                hook.remove()
-        pool1, pool2 = F.max_pool2d(shapes["conv1"], 2), F.max_pool2d(shapes["conv2"], 2)
 
         def nhwc(x: torch.Tensor) -> tuple[int, ...]:  # TensorFlow's order, as the tutorial's comments give it
             return tuple(x.shape[2:]) + (x.shape[1],) if x.dim() == 4 else tuple(x.shape[1:])
@@ -96,10 +111,10 @@ class ConvNet(nn.Module):
         return NetworkSummary((
             Layer("input", "28x28 greyscale pixels", (IMAGE_SIZE, IMAGE_SIZE, 1), 0),
             Layer("conv1", "32 filters 5x5, same padding, ReLU", nhwc(shapes["conv1"]), count(self.conv1)),
-            Layer("pool1", "max-pool 2x2, stride 2", nhwc(pool1), 0),
+            Layer("pool1", "max-pool 2x2, stride 2", nhwc(shapes["pool1"]), 0),
             Layer("conv2", "64 filters 5x5, same padding, ReLU", nhwc(shapes["conv2"]), count(self.conv2)),
-            Layer("pool2", "max-pool 2x2, stride 2", nhwc(pool2), 0),
-            Layer("flatten", "7x7x64 as one row", (pool2.numel(),), 0),
+            Layer("pool2", "max-pool 2x2, stride 2", nhwc(shapes["pool2"]), 0),
+            Layer("flatten", "7x7x64 as one row", (shapes["pool2"][0].numel(),), 0),
             Layer("dense", "1,024 units, ReLU", nhwc(shapes["dense"]), count(self.dense)),
             Layer("dropout", f"rate {self.dropout.p:g}, training only", nhwc(shapes["dense"]), 0),
             Layer("logits", "10 units, one per digit", nhwc(shapes["logits"]), count(self.logits)),
@@ -116,6 +131,15 @@ class ConvNet(nn.Module):
             return torch.zeros_like(x)
         keep = torch.rand(x.shape, device=x.device) >= rate
         return x * keep * (1.0 / (1.0 - rate))
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """One stage of ``ConvNet.stages``: its name, its label and its output for the batch."""
+
+    name: str
+    label: str  # "conv1 + ReLU [batch, 28, 28, 32]"
+    output: torch.Tensor  # (N, C, H, W) for the convolutional stages, (N, units) for dense and logits
 
 
 @dataclass(frozen=True)

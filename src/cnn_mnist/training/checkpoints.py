@@ -57,6 +57,11 @@ class TrainingState:
         return self.averaged_network is not None
 
     @property
+    def weights(self) -> str:
+        """Which weights inference runs on, in the words every command and export says it."""
+        return weights_label(self.uses_weight_average)
+
+    @property
     def inference_key(self) -> str:
         """The weights evaluate and predict use: the average where there is one."""
         return "averaged_network" if self.uses_weight_average else "network"
@@ -81,6 +86,11 @@ class TrainingState:
 
     def save(self, model_dir: str | os.PathLike, keep_checkpoint_max: int) -> Path:
         return save_checkpoint(model_dir, self.to_dict(), keep_checkpoint_max)
+
+
+def weights_label(uses_weight_average: bool) -> str:
+    """"weight average" where a checkpoint carries one (inference runs on it), else "trained weights"."""
+    return "weight average" if uses_weight_average else "trained weights"
 
 
 def read_state(path: str | os.PathLike) -> TrainingState:

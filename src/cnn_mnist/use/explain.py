@@ -1,7 +1,7 @@
 """What the network makes of one digit, stage by stage, and which pixels decided it.
 
-``explain(predictor, pixels)`` runs the network once with forward hooks on its layers and keeps
-what each stage computed, as the tutorial describes them:
+``explain(predictor, pixels)`` runs the network's stages (``ConvNet.stages``) once and keeps what
+each computed, as the tutorial describes them:
 
     input [batch, 28, 28, 1] -> conv1 + ReLU [batch, 28, 28, 32] -> pool1 [batch, 14, 14, 32]
     -> conv2 + ReLU [batch, 14, 14, 64] -> pool2 [batch, 7, 7, 64] -> dense + ReLU [batch, 1024]
@@ -17,28 +17,18 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from cnn_mnist.model.network import IMAGE_SIZE
+from cnn_mnist.model.network import IMAGE_SIZE, STAGE_LABELS
 from cnn_mnist.use.predictor import Predictor
 
 IG_STEPS = 32  # one batch of 32 forward and backward passes
 ATTRIBUTION_TOLERANCE = 0.01  # |sum of attributions - logit difference|, relative to that difference (tested)
 TILE_COLUMNS = 8  # maps per row of a stage's tile sheet
-# Each stage's name and label (the tutorial's name and shape), in the network's order; the static
-# site's page reads them from its model.json.
-STAGE_LABELS = {
-    "conv1": "conv1 + ReLU [batch, 28, 28, 32]",
-    "pool1": "pool1 [batch, 14, 14, 32]",
-    "conv2": "conv2 + ReLU [batch, 14, 14, 64]",
-    "pool2": "pool2 [batch, 7, 7, 64]",
-    "dense": "dense + ReLU [batch, 1024]",
-}
+SHOWN_STAGES = tuple(name for name in STAGE_LABELS if name != "logits")  # the logits show as probabilities
 
 
 @dataclass(frozen=True)
@@ -86,13 +76,11 @@ def explain(predictor: Predictor, pixels: np.ndarray) -> Explanation:
     image = array.astype(np.float32) / np.float32(255.0) if array.dtype == np.uint8 else array.astype(np.float32)
     network = predictor.network
     x = torch.from_numpy(image).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).to(predictor.device)
-    outputs = _forward_recording(network, x)
-    conv1, conv2 = torch.relu(outputs["conv1"]), torch.relu(outputs["conv2"])
-    maps = {"conv1": conv1, "pool1": F.max_pool2d(conv1, 2), "conv2": conv2, "pool2": F.max_pool2d(conv2, 2),
-            "dense": outputs["dense"]}
-    stages = [Stage(name, label, maps[name]) for name, label in STAGE_LABELS.items()]
-    stages = [Stage(s.name, s.label, s.maps[0].float().cpu().numpy()) for s in stages]
-    logits = outputs["logits"][0].float().cpu()
+    with torch.inference_mode():  # the network is shared (the service's threads); stages() writes nothing to it
+        outputs = {stage.name: stage for stage in network.stages(x)}
+    stages = [Stage(name, outputs[name].label, outputs[name].output[0].float().cpu().numpy())
+              for name in SHOWN_STAGES]
+    logits = outputs["logits"].output[0].float().cpu()
     ranked = torch.argsort(logits, descending=True)
     predicted, runner_up = int(ranked[0]), int(ranked[1])
     attribution, delta = integrated_gradients(network, x, predicted, runner_up)
@@ -100,35 +88,6 @@ def explain(predictor: Predictor, pixels: np.ndarray) -> Explanation:
                        probabilities=torch.softmax(logits, 0).numpy(), predicted=predicted, runner_up=runner_up,
                        attribution=attribution, attribution_delta=delta,
                        filters=network.conv1.weight.detach()[:, 0].float().cpu().numpy())
-
-
-_recording = threading.Lock()
-
-
-def _forward_recording(network: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One inference pass of ``network`` with forward hooks on conv1, conv2 and the logits layer:
-    conv1's and conv2's outputs (before their ReLU and pool), the dense layer's output (the logits
-    layer's input) and the logits. The network is shared (the service's worker threads predict
-    with it), so one explanation records at a time, and the hooks record this thread's pass only."""
-    outputs, caller = {}, threading.get_ident()
-
-    def keep(name):
-        def hook(module, inputs, output):
-            if threading.get_ident() == caller:
-                outputs[name] = output
-                if name == "logits":
-                    outputs["dense"] = inputs[0]
-        return hook
-
-    with _recording:
-        hooks = [getattr(network, name).register_forward_hook(keep(name)) for name in ("conv1", "conv2", "logits")]
-        try:
-            with torch.inference_mode():
-                network(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
-    return outputs
 
 
 def integrated_gradients(network: torch.nn.Module, x: torch.Tensor, towards: int, against: int,

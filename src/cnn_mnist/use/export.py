@@ -6,13 +6,9 @@ draw-a-digit page running the model in the browser; see ``web``).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +18,11 @@ import torch
 from torch import nn
 
 from cnn_mnist.version import __version__
-from cnn_mnist.errors import ExportError, install_hint
+from cnn_mnist.errors import ExportError
 from cnn_mnist.model.network import IMAGE_SIZE, ConvNet
 from cnn_mnist.training import checkpoints
 from cnn_mnist.files import prepare_output_file, write_atomically
+from cnn_mnist.use import onnx_tracing
 from cnn_mnist.use.predictor import CLASS_NAMES, Predictor
 
 FORMATS = ("onnx", "safetensors", "web")
@@ -36,51 +33,62 @@ PARITY_TOLERANCE = 1e-5  # largest allowed |probability difference| between PyTo
 # With PyTorch on a GPU: cuDNN's fp32 convolution algorithms (FFT, Winograd) round differently
 # from onnxruntime's CPU kernels, by more than the CPU's own differences.
 PARITY_TOLERANCE_GPU = 1e-4
-ONNX_OPSET = 20
 INPUT_PREPARATION = (
     "greyscale; invert a light background (MNIST is a white digit on black); crop to the ink; scale so the "
     "longer side is 20 px; place the centre of mass at the centre of a 28x28 image; divide by 255: "
     "float32 in [0, 1], shape (N, 1, 28, 28)"
 )
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Parity:
-    """How the exported file's answers compare with PyTorch's on the same images."""
+    """How the exported file's answers compare with PyTorch's on the same inputs."""
 
     images: int
     max_abs_diff: float  # largest |probability difference|
+    drawn: bool = False  # the web site's check: test digits drawn on a pad, through the preparation too
+
+    def to_dict(self) -> dict:
+        return {"drawings" if self.drawn else "images": self.images, "max_abs_diff": self.max_abs_diff}
 
     def __str__(self) -> str:
+        if self.drawn:
+            return (f"parity on {self.images} drawn test digits: same pixels and classes as PyTorch, max |dp| = "
+                    f"{self.max_abs_diff:.1e}")
         return f"parity on {self.images:,} test images: max |dp| = {self.max_abs_diff:.1e}, classes identical"
 
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What an export wrote, from which checkpoint, and how its answers compared with PyTorch's."""
+
     path: Path
     format: str
-    size_bytes: int
+    size_bytes: int  # the file, or the web site's whole folder
     global_step: int
     checkpoint_path: Path
-    uses_weight_average: bool
+    weights: str  # "weight average" or "trained weights"
     seconds: float
-    parity: Parity | None = None  # ONNX only
+    parity: Parity | None = None  # ONNX and web
+    model_bytes: int | None = None  # web: its model.onnx
+    runtime_bytes: int | None = None  # web: ONNX Runtime Web's files
 
     def to_dict(self) -> dict:
         """What ``cnn-mnist export --json`` prints."""
-        return {"path": str(self.path), "format": self.format, "size_bytes": self.size_bytes,
-                "global_step": self.global_step, "checkpoint": self.checkpoint_path.name,
-                "weights": "weight average" if self.uses_weight_average else "trained weights",
-                "seconds": round(self.seconds, 3),
-                "parity": None if self.parity is None else {"images": self.parity.images,
-                                                            "max_abs_diff": self.parity.max_abs_diff}}
+        sizes = {} if self.format != "web" else {"model_bytes": self.model_bytes, "runtime_bytes": self.runtime_bytes}
+        return {"path": str(self.path), "format": self.format, "size_bytes": self.size_bytes, **sizes,
+                "global_step": self.global_step, "checkpoint": self.checkpoint_path.name, "weights": self.weights,
+                "seconds": round(self.seconds, 3), "parity": None if self.parity is None else self.parity.to_dict()}
 
     def __str__(self) -> str:
-        weights = "weight average" if self.uses_weight_average else "trained weights"
-        return (f"exported {self.checkpoint_path.name} (global step {self.global_step}, {weights}) to {self.path} "
-                f"({self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s)")
+        exported = f"exported {self.checkpoint_path.name} (global step {self.global_step}, {self.weights})"
+        if self.format == "web":
+            return (f"{exported} as a static site in {self.path} ({self.size_bytes / 1e6:.1f} MB: model "
+                    f"{self.model_bytes / 1e6:.1f} MB, ONNX Runtime Web {self.runtime_bytes / 1e6:.1f} MB; "
+                    f"{self.seconds:.1f} s)\n{self.parity}\n"
+                    f"serve it with any static file server, e.g.: python -m http.server --directory {self.path}")
+        lines = [f"{exported} to {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"]
+        return "\n".join(lines + ([str(self.parity)] if self.parity is not None else []))
 
 
 def default_output_path(model_dir: str | os.PathLike, fmt: str) -> Path:
@@ -104,17 +112,11 @@ def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: s
     """
     fmt = resolve_format(fmt, output)
     if fmt in ("onnx", "web"):
-        _require_onnx()
+        onnx_tracing.require_onnx()
     if checkpoint_path is None:
         checkpoints.require_checkpoint(model_dir)
     if fmt == "web":
-        from cnn_mnist.data.datasets import load_mnist
-        from cnn_mnist.use.web import PARITY_DRAWINGS, check_site_folder, export_site
-
-        folder = check_site_folder(output if output is not None else default_output_path(model_dir, fmt))
-        predictor = Predictor(model_dir, checkpoint_path, device="cpu")  # the site's answers are fp32 CPU ones
-        images = load_mnist(data_dir).test.images[:PARITY_DRAWINGS]
-        return export_site(predictor, folder, images, runtime_tarball=web_runtime)
+        return _export_web(model_dir, output, data_dir, checkpoint_path, web_runtime)
     path = prepare_output_file(output if output is not None else default_output_path(model_dir, fmt),
                                "--output" if output is not None else "the default export file")
     started = time.perf_counter()
@@ -129,8 +131,25 @@ def export_model(model_dir: str | os.PathLike, fmt: str | None = None, output: s
     else:
         export_safetensors(predictor, path)
     return ExportResult(path=path, format=fmt, size_bytes=path.stat().st_size, global_step=predictor.global_step,
-                        checkpoint_path=predictor.checkpoint_path, uses_weight_average=predictor.uses_weight_average,
+                        checkpoint_path=predictor.checkpoint_path, weights=predictor.weights,
                         seconds=time.perf_counter() - started, parity=parity)
+
+
+def _export_web(model_dir, output, data_dir, checkpoint_path, runtime_tarball) -> ExportResult:
+    """The static site (see ``web``), its folder checked before any work."""
+    from cnn_mnist.data.datasets import load_mnist
+    from cnn_mnist.use import web
+
+    started = time.perf_counter()
+    folder = web.check_site_folder(output if output is not None else default_output_path(model_dir, "web"))
+    predictor = Predictor(model_dir, checkpoint_path, device="cpu")  # the site's answers are fp32 CPU ones
+    images = load_mnist(data_dir).test.images[:web.PARITY_DRAWINGS]
+    site = web.export_site(predictor, folder, images, runtime_tarball=runtime_tarball)
+    return ExportResult(path=site.path, format="web", size_bytes=site.size_bytes, global_step=predictor.global_step,
+                        checkpoint_path=predictor.checkpoint_path, weights=predictor.weights,
+                        seconds=time.perf_counter() - started,
+                        parity=Parity(site.drawings_checked, site.max_abs_diff, drawn=True),
+                        model_bytes=site.model_bytes, runtime_bytes=site.runtime_bytes)
 
 
 def resolve_format(fmt: str | None, output: str | os.PathLike | None) -> str:
@@ -160,7 +179,7 @@ def export_metadata(predictor: Predictor) -> dict[str, str]:
     return {
         "global_step": str(predictor.global_step),
         "checkpoint": predictor.checkpoint_path.name,
-        "weights": "weight average" if predictor.uses_weight_average else "trained weights",
+        "weights": predictor.weights,
         "cnn_mnist_version": __version__,
         "input_preparation": INPUT_PREPARATION,
         "class_names": json.dumps(list(CLASS_NAMES)),
@@ -203,20 +222,13 @@ def build_onnx_model(network: nn.Module, metadata: dict[str, str]):
     classifier = _Classifier()
     classifier.load_state_dict({name: value.float() for name, value in network.state_dict().items()})
     classifier.eval().requires_grad_(False)
-    example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
-    # fast_linear falls back to F.linear here (torch.onnx.is_in_onnx_export()), so the graph holds
-    # a standard Gemm rather than the oneDNN autograd Function.
-    with _quiet_exporter():
-        try:
-            program = torch.onnx.export(
-                classifier, (example,), None, input_names=["images"], output_names=["probabilities", "classes"],
-                dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=ONNX_OPSET,
-                external_data=False, dynamo=True, verbose=False)
-        except Exception as err:  # the exporter raises many types; the first line says what failed
-            raise ExportError(f"torch.onnx.export failed: {_first_line(err)}") from err
-    model = program.model_proto
-    model.doc_string = ("cnn_mnist ConvNet (TensorFlow's 'CNN with Estimators' MNIST network): images float32 "
-                        "(N, 1, 28, 28) in [0, 1] -> probabilities (N, 10), classes (N,) int64")
+    # fast_linear falls back to F.linear while exporting (torch.onnx.is_in_onnx_export()), so the
+    # graph holds a standard Gemm rather than the oneDNN autograd Function.
+    model = onnx_tracing.trace(
+        classifier, (torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE),), ["images"], ["probabilities", "classes"],
+        "cnn_mnist ConvNet (TensorFlow's 'CNN with Estimators' MNIST network): images float32 (N, 1, 28, 28) in "
+        "[0, 1] -> probabilities (N, 10), classes (N,) int64",
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -232,7 +244,7 @@ def check_parity(onnx_path: str | os.PathLike, predictor: Predictor, images: tor
     try:
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own exception types
-        raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(err)}") from None
+        raise ExportError(f"onnxruntime cannot load the exported model: {onnx_tracing.first_line(err)}") from None
     pixels = images.numpy().astype(np.float32)[:, None] / np.float32(255.0)  # (N, 1, 28, 28) in [0, 1]
     probabilities, classes = session.run(["probabilities", "classes"], {"images": pixels})
     expected = predictor.predict(pixels)
@@ -243,39 +255,6 @@ def check_parity(onnx_path: str | os.PathLike, predictor: Predictor, images: tor
                           f"{max_abs_diff:.1e} (at most {tolerance:.0e} allowed), {differing} classes differ; "
                           "nothing was written")
     return Parity(images=len(images), max_abs_diff=max_abs_diff)
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
-    except ImportError as err:
-        raise ExportError(f"ONNX export needs {err.name or 'onnx'}, which is not installed; "
-                          f"{install_hint('export')}") from None
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    """Silence the exporter's chatter: missing torchvision ops, optimizer passes logged at INFO,
-    deprecation notices deep in torch, and what some onnxscript releases (0.6.0) print to stdout
-    ("Applied 1 of general pattern rewrite rules."), which would land in the command's output and
-    in front of its --json. Errors still come through; what was printed is logged at DEBUG."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    printed = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-        if printed.getvalue().strip():
-            log.debug("the ONNX exporter printed: %s", printed.getvalue().strip())
 
 
 # -- safetensors ---------------------------------------------------------------------------------
@@ -310,8 +289,3 @@ def _write_atomically(path: Path, write: Callable[[Path], object]):
         return write_atomically(path, write)
     except OSError as err:
         raise ExportError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -81,11 +81,12 @@ class Predictor:
         self.checkpoint_path = path = state.path
         self.global_step = state.global_step
         self.uses_weight_average = state.uses_weight_average
+        self.weights = state.weights  # "weight average" or "trained weights", as every command says it
         self.precision = resolve_precision(precision, self.device)
         if self.precision == "fp32":
             devices.use_exact_fp32(self.device)
-        log.info("Loaded %s (global step %d, %s) on %s", path.absolute(), self.global_step,
-                 "weight average" if self.uses_weight_average else "trained weights", devices.describe(self.device))
+        log.info("Loaded %s (global step %d, %s) on %s", path.absolute(), self.global_step, self.weights,
+                 devices.describe(self.device))
 
     def predict(self, pixels: np.ndarray | torch.Tensor) -> Prediction:
         """``pixels``: (28, 28), (N, 28, 28), (N, 784) or (N, 1, 28, 28); uint8 0-255 or float 0-1."""

@@ -419,7 +419,7 @@ class ReportData:
             "accuracy": evaluation.accuracy, "loss": evaluation.loss, "global_step": evaluation.global_step,
             "num_examples": len(evaluation.labels), "ece": calibration.ece, "per_class": self.scores,
             "confusion": self.confusion.tolist(), "checkpoint": evaluation.checkpoint_path.name,
-            "weights": "weight average" if evaluation.uses_weight_average else "trained weights",
+            "weights": checkpoints.weights_label(evaluation.uses_weight_average),
             "training_seconds": evaluation.training_seconds,
             "calibration": {"edges": calibration.edges.tolist(), "counts": calibration.counts.tolist(),
                             "accuracy": _nan_to_none(calibration.accuracy),

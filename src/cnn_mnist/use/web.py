@@ -13,26 +13,24 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnn_mnist.data import preparation
 from cnn_mnist.errors import ExportError
-from cnn_mnist.model.network import ConvNet
-from cnn_mnist.use import web_runtime
+from cnn_mnist.model.network import STAGE_LABELS, ConvNet
+from cnn_mnist.use import onnx_tracing, web_runtime
 from cnn_mnist.use.display import draw_page
-from cnn_mnist.use.explain import STAGE_LABELS
 from cnn_mnist.use.predictor import Predictor
 
 CANVAS_SIZE = 280  # the drawing the page hands the model: the pad rendered at 280x280 (app.js's EXPORT_SIZE)
-OUTPUTS = ("prepared", "no_digit", "probabilities", *STAGE_LABELS)
+MAPS = tuple(name for name in STAGE_LABELS if name != "logits")  # the stages the page draws; logits -> probabilities
+OUTPUTS = ("prepared", "no_digit", "probabilities", *MAPS)
 # Weights stored as float16 and widened to float32 as the graph loads: the file halves (13.1 ->
 # 6.6 MB) and no class changed on MNIST's 10,000 test digits (benchmarks/web_weights.py).
 HALF_PRECISION_MIN_ELEMENTS = 1024  # the network's tensors this large are stored as float16; biases stay float32
@@ -53,47 +51,22 @@ class DrawingModel(nn.Module):
     def forward(self, drawing: torch.Tensor) -> tuple[torch.Tensor, ...]:
         prepared = preparation.prepare(preparation.grey_of_rgba(drawing))
         x = (prepared.pixels / 255.0)[None, None]  # as Predictor reads uint8 pixels
-        net = self.network
-        conv1 = torch.relu(net.conv1(x))
-        pool1 = F.max_pool2d(conv1, 2)
-        conv2 = torch.relu(net.conv2(pool1))
-        pool2 = F.max_pool2d(conv2, 2)
-        # flattened row by row (NHWC), as the network's own forward does
-        dense = torch.relu(F.linear(pool2.permute(0, 2, 3, 1).flatten(1), net.dense.weight, net.dense.bias))
-        probabilities = torch.softmax(net.logits(dense), dim=1)
+        stages = {stage.name: stage.output for stage in self.network.stages(x)}
+        probabilities = torch.softmax(stages["logits"], dim=1)
         return (prepared.pixels.to(torch.uint8), prepared.no_digit, probabilities[0],
-                conv1[0], pool1[0], conv2[0], pool2[0], dense[0])
+                *(stages[name][0] for name in MAPS))
 
 
 @dataclass(frozen=True)
-class SiteResult:
+class WrittenSite:
+    """What ``export_site`` wrote, and how the site's answers compared with PyTorch's."""
+
     path: Path
     size_bytes: int  # the whole folder
     model_bytes: int
     runtime_bytes: int
-    global_step: int
-    checkpoint_path: Path
-    uses_weight_average: bool
     drawings_checked: int
     max_abs_diff: float  # largest |probability difference| from PyTorch's fp32, on those drawings
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "format": "web", "size_bytes": self.size_bytes,
-                "model_bytes": self.model_bytes, "runtime_bytes": self.runtime_bytes,
-                "global_step": self.global_step, "checkpoint": self.checkpoint_path.name,
-                "weights": "weight average" if self.uses_weight_average else "trained weights",
-                "seconds": round(self.seconds, 3),
-                "parity": {"drawings": self.drawings_checked, "max_abs_diff": self.max_abs_diff}}
-
-    def __str__(self) -> str:
-        weights = "weight average" if self.uses_weight_average else "trained weights"
-        return (f"exported {self.checkpoint_path.name} (global step {self.global_step}, {weights}) as a static site "
-                f"in {self.path} ({self.size_bytes / 1e6:.1f} MB: model {self.model_bytes / 1e6:.1f} MB, ONNX Runtime "
-                f"Web {self.runtime_bytes / 1e6:.1f} MB; {self.seconds:.1f} s)\n"
-                f"parity on {self.drawings_checked} drawn test digits: same pixels and classes as PyTorch, max |dp| = "
-                f"{self.max_abs_diff:.1e}\n"
-                f"serve it with any static file server, e.g.: python -m http.server --directory {self.path}")
 
 
 def check_site_folder(path: str | os.PathLike) -> Path:
@@ -108,10 +81,9 @@ def check_site_folder(path: str | os.PathLike) -> Path:
 
 
 def export_site(predictor: Predictor, folder: str | os.PathLike, test_images: torch.Tensor, *,
-                runtime_tarball: str | os.PathLike | None = None) -> SiteResult:
+                runtime_tarball: str | os.PathLike | None = None) -> WrittenSite:
     """Write the site into ``folder`` (new or empty), once the model file agrees with PyTorch on
     ``test_images`` (uint8, (N, 28, 28)) drawn on a pad; nothing is left there if anything fails."""
-    started = time.perf_counter()
     folder = check_site_folder(folder)
     runtime = web_runtime.runtime_files(runtime_tarball)
     model = half_precision_weights(build_drawing_model(predictor.network))
@@ -137,33 +109,19 @@ def export_site(predictor: Predictor, folder: str | os.PathLike, test_images: to
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return SiteResult(path=folder, size_bytes=size, model_bytes=(folder / "model.onnx").stat().st_size,
-                      runtime_bytes=sum((folder / "ort" / name).stat().st_size for name in runtime),
-                      global_step=predictor.global_step, checkpoint_path=predictor.checkpoint_path,
-                      uses_weight_average=predictor.uses_weight_average, drawings_checked=len(drawings),
-                      max_abs_diff=max_abs_diff, seconds=time.perf_counter() - started)
+    return WrittenSite(path=folder, size_bytes=size, model_bytes=(folder / "model.onnx").stat().st_size,
+                       runtime_bytes=sum((folder / "ort" / name).stat().st_size for name in runtime),
+                       drawings_checked=len(drawings), max_abs_diff=max_abs_diff)
 
 
 def build_drawing_model(network: nn.Module):
     """:class:`DrawingModel` as an ``onnx.ModelProto`` (fp32), for a CANVAS_SIZE square pad."""
-    import onnx
-
-    from cnn_mnist.use.export import ONNX_OPSET, _first_line, _quiet_exporter
-
     example = torch.full((CANVAS_SIZE, CANVAS_SIZE, 4), 255, dtype=torch.uint8)
     example[100:180, 130:150, :3] = 0
-    with _quiet_exporter():
-        try:
-            program = torch.onnx.export(DrawingModel(network).eval(), (example,), None, input_names=["drawing"],
-                                        output_names=list(OUTPUTS), opset_version=ONNX_OPSET, external_data=False,
-                                        dynamo=True, verbose=False)
-        except Exception as err:  # the exporter raises many types; the first line says what failed
-            raise ExportError(f"torch.onnx.export failed: {_first_line(err)}") from err
-    model = program.model_proto
-    model.doc_string = (f"cnn_mnist draw-a-digit model: drawing uint8 ({CANVAS_SIZE}, {CANVAS_SIZE}, 4) RGBA -> "
-                        "prepared (28, 28) uint8, no_digit bool, probabilities (10,), and each stage's maps")
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return onnx_tracing.trace(
+        DrawingModel(network).eval(), (example,), ["drawing"], list(OUTPUTS),
+        f"cnn_mnist draw-a-digit model: drawing uint8 ({CANVAS_SIZE}, {CANVAS_SIZE}, 4) RGBA -> prepared (28, 28) "
+        "uint8, no_digit bool, probabilities (10,), and each stage's maps")
 
 
 def half_precision_weights(model, min_elements: int = HALF_PRECISION_MIN_ELEMENTS, prefix: str = "network."):
@@ -231,8 +189,8 @@ def _write_pages(folder: Path, predictor: Predictor) -> None:
         (static / name).write_bytes(resources.files("cnn_mnist.use").joinpath("static", name).read_bytes())
     filters = predictor.network.conv1.weight.detach()[:, 0].float().cpu().numpy()
     about = {"global_step": predictor.global_step, "checkpoint": predictor.checkpoint_path.name,
-             "weights": "weight average" if predictor.uses_weight_average else "trained weights",
+             "weights": predictor.weights,
              "canvas_size": CANVAS_SIZE, "onnxruntime_web": web_runtime.VERSION,
-             "stages": [{"name": name, "label": label} for name, label in STAGE_LABELS.items()],
+             "stages": [{"name": name, "label": STAGE_LABELS[name]} for name in MAPS],
              "filters": {"values": np.round(filters, 5).tolist(), "max_abs": round(float(np.abs(filters).max()), 5)}}
     (folder / "model.json").write_text(json.dumps(about), encoding="utf-8")
