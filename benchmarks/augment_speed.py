@@ -18,12 +18,11 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 
 import torch
+from common import machine_record
 
 from cnn_mnist.data.augment import Augmentation, views_as_batch
 from cnn_mnist.data.datasets import load_mnist
@@ -100,8 +99,7 @@ def main() -> None:
           f"make a step {views:.2f}x as long as one view does")
     print(json.dumps({"images_per_s": {k: round(v) for k, v in rows.items()}, "training_cost": round(cost, 4),
                       "two_views_time_ratio": round(views, 3),
-                      "batch_size": best.batch_size, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                      "machine": platform.processor() or platform.machine(), "torch": torch.__version__}))
+                      "batch_size": best.batch_size, **machine_record()}))
 
 
 if __name__ == "__main__":

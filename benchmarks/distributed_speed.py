@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import torch
+from common import machine_record
 
 WARMUP_STEPS = 20
 BATCH_SIZE = 100
@@ -111,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{layout:<26} {precision:<9} {figures['images_per_s']:>9.0f} "
               f"{figures['images_per_s'] / single['images_per_s']:>12.2f}x {figures['all_reduce_ms']:>19.1f} "
               f"{figures['vote_ms']:>13.2f}")
-    load = os.getloadavg()
-    print(f"global batch {BATCH_SIZE}, {args.steps} timed steps, best of {args.rounds} rounds; {os.cpu_count()} cores; "
-          f"load average at the end {load[0]:.2f} (others' work on a shared machine lowers every figure)")
+    load, machine = os.getloadavg(), machine_record()
+    print(f"global batch {BATCH_SIZE}, {args.steps} timed steps, best of {args.rounds} rounds; "
+          f"{machine['cores']} cores; load average at the end {load[0]:.2f} (others' work on a shared machine lowers "
+          "every figure)")
     print(json.dumps({"benchmark": "distributed_speed", "steps": args.steps, "rounds": args.rounds,
-                      "batch_size": BATCH_SIZE, "cores": os.cpu_count(), "load_average": load[0],
-                      "torch": torch.__version__,
+                      "batch_size": BATCH_SIZE, "load_average": load[0],
                       "results": [{"processes": p, "precision": q, **{k: round(v, 2) if isinstance(v, float) else v
                                                                       for k, v in best[(p, q)].items()}}
-                                  for p, q in layouts]}))
+                                  for p, q in layouts], **machine}))
     return 0
 
 

@@ -42,8 +42,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,10 +49,9 @@ import traceback
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PlainNet, time_to_99  # noqa: E402  (what the CPU benchmark times too)
+from common import PlainLoop, PlainNet, machine_record, plain_loader, time_to_99  # noqa: E402
 
 from cnn_mnist import Estimator, RunConfig, load_mnist, numpy_input_fn  # noqa: E402
 from cnn_mnist.experiment import train_and_evaluate  # noqa: E402
@@ -71,26 +68,11 @@ BATCHES = (100, 256)  # the tutorial's and the fast preset's
 
 def plain_loop_images_per_s(mnist, device, batch_size, steps, warmup):
     """pytorch/examples' loop: a DataLoader of CPU float tensors, each batch copied to the device."""
-    loader = DataLoader(TensorDataset(mnist.train.images.float().div(255).unsqueeze(1), mnist.train.labels),
-                        batch_size=batch_size, shuffle=True)
-    model = PlainNet().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
-    model.train()
-
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-    for step in range(warmup + steps):
-        if step == warmup:
-            devices.synchronize(device)
-            started = time.perf_counter()
-        x, y = next(stream)
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    loop = PlainLoop(mnist.train.images, mnist.train.labels, batch_size, device)
+    loop.run(warmup)
+    devices.synchronize(device)
+    started = time.perf_counter()
+    loop.run(steps)
     devices.synchronize(device)
     return steps * batch_size / (time.perf_counter() - started)
 
@@ -129,8 +111,7 @@ def lightning_images_per_s(mnist, device, batch_size, steps, warmup, precision):
 
     for name in ("lightning", "lightning.pytorch", "pytorch_lightning"):  # its tips and banners, at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
-    loader = DataLoader(TensorDataset(mnist.train.images.float().div(255).unsqueeze(1), mnist.train.labels),
-                        batch_size=batch_size, shuffle=True)
+    loader = plain_loader(mnist.train.images, mnist.train.labels, batch_size)
     timer = Timer()
     accelerator = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")
     trainer = L.Trainer(accelerator=accelerator, devices=[device.index or 0] if device.type == "cuda" else 1,
@@ -344,27 +325,17 @@ SECTIONS = (
 )
 
 
-def environment(device):
-    record = {"device": devices.describe(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-              "python": platform.python_version()}
-    if device.type == "cuda":
-        record["cudnn"] = torch.backends.cudnn.version()
-        record["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        try:
-            record["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"--id={device.index or 0}"],
-                capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError) as error:
-            record["driver"] = f"unknown ({type(error).__name__})"
-    return record
-
-
 def write_json(path, result):
     """Rewritten whole after each section, through a temporary file: a kill leaves the last complete one."""
     temporary = f"{path}.tmp"
     with open(temporary, "w") as file:
         json.dump(result, file, indent=1)
     os.replace(temporary, path)
+
+
+def same_machine(earlier, now) -> bool:
+    """Whether figures measured then stand for this run: the same machine record, date aside."""
+    return {**(earlier or {}), "date": None} == {**now, "date": None}
 
 
 def done(entry):
@@ -410,7 +381,8 @@ def figure(result, name):
 def print_table(result):
     """The figures that came back, as a table; a missing section says why in one line."""
     env = result["environment"]
-    print(f"\ncnn-mnist on {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, driver {env.get('driver', '-')}")
+    print(f"\ncnn-mnist on {env['device']}, torch {env['torch']}, CUDA {env.get('cuda', '-')}, "
+          f"driver {env.get('driver', '-')}")
     for name, entry in result["sections"].items():
         if not done(entry):
             print(f"  {name}: {entry.get('error') or entry.get('skipped')}")
@@ -470,11 +442,12 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     args.device_ = devices.resolve_device(args.device)
     args.timed_steps, args.warmup = (5, 2) if args.quick else (args.steps, 30)
-    result = {"sections": {}, "environment": environment(args.device_), "quick": args.quick}
+    result = {"sections": {}, "environment": machine_record(args.device_), "quick": args.quick}
     if args.skip_done and os.path.exists(args.json):
         with open(args.json) as file:
             earlier = json.load(file)
-        if (earlier.get("environment"), earlier.get("quick")) == (result["environment"], result["quick"]):
+        if (same_machine(earlier.get("environment"), result["environment"])
+                and earlier.get("quick") == result["quick"]):
             result = earlier  # its sections with figures are kept
         else:
             print(f"--skip-done: {args.json} holds another machine's or mode's figures; measuring anew", flush=True)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from common import machine_record
 from playwright.sync_api import sync_playwright
 
 from cnn_mnist.use.service import create_app, running_server
@@ -183,7 +183,7 @@ def summarise(trials: list[dict], args, checkpoint: str, seconds: float) -> dict
             "drawings": len(trials),
             "accuracy": round(accuracy(trials), 4), "per_digit": {str(d): round(a, 3) for d, a in per_digit.items()},
             "per_pen": {pen: round(a, 3) for pen, a in per_pen.items()}, "misreads": dict(misreads.most_common()),
-            "seconds": round(seconds, 1), "seed": args.seed, "machine": platform.machine()}
+            "seconds": round(seconds, 1), "seed": args.seed, **machine_record()}
 
 
 def main() -> None:

@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import io
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import time
 
 import httpx
 import numpy as np
+from common import machine_record
 from page_digits import digit_strokes, place
 from PIL import Image, ImageDraw
 
@@ -145,16 +144,17 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
+    machine = machine_record()
     print(f"cnn-mnist serve, {model['checkpoint']}; {args.requests} requests per scenario at concurrency "
-          f"{args.concurrency}; {os.cpu_count()} CPUs shared by client and server")
+          f"{args.concurrency}; {machine['cores']} CPUs shared by client and server")
     print(f"{'scenario':<20} {'errors':>6} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for row in results:
         print(f"{row['scenario']:<20} {row['errors']:>6} {row['requests_per_s']:>8} {row['images_per_s']:>9} "
               f"{row['p50_ms']:>8} {row['p99_ms']:>8}")
         for failure in row["first_errors"]:
             print(f"  {failure}")
-    print(json.dumps({"benchmark": "serve_load", "checkpoint": model["checkpoint"], "cpus": os.cpu_count(),
-                      "machine": platform.machine(), "results": results}))
+    print(json.dumps({"benchmark": "serve_load", "checkpoint": model["checkpoint"], "results": results,
+                      **machine}))
     if any(row["errors"] for row in results):
         raise SystemExit(1)
 

@@ -24,19 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from common import PlainNet, time_to_99
+from common import PlainLoop, PlainNet, machine_record, run_cli, time_to_99
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_mnist import Estimator, ModelParams, RunConfig, load_mnist, numpy_input_fn
-from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.cpu import native
 from cnn_mnist.kernels.precision import bf16_supported
 
@@ -58,25 +55,10 @@ REPEATS = 1  # timed windows per process, after a warm-up
 
 
 def plain_train_images_per_s(images, labels, steps, warmup=20):
-    loader = DataLoader(TensorDataset(images.float().div(255).unsqueeze(1), labels), batch_size=100, shuffle=True)
-    model = PlainNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
-    model.train()
-
-    def batches():
-        while True:
-            yield from loader
-
-    stream, best = batches(), 0.0
+    loop, best = PlainLoop(images, labels), 0.0
     for window in range(REPEATS + 1):  # window 0 is the warm-up
-        started, seen = time.perf_counter(), 0
-        for _ in range(warmup if window == 0 else steps):
-            x, y = next(stream)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            seen += len(y)
+        started = time.perf_counter()
+        seen = loop.run(warmup if window == 0 else steps)
         if window:
             best = max(best, seen / (time.perf_counter() - started))
     return best
@@ -163,16 +145,7 @@ def matmul_peak_gflops(dtype, size=2048, repeats=10, onednn=False):
 def training_run_peak_rss_mib(steps):
     """Peak resident memory of a whole `cnn-mnist train` process (data, model, optimizer, hooks)."""
     with tempfile.TemporaryDirectory() as model_dir:
-        command = [sys.executable, "-m", "cnn_mnist", "train", "--model-dir", model_dir, "--steps", str(steps),
-                   "--log-probabilities-every", "0", "-q"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        # wait4 gives this child's own peak; RUSAGE_CHILDREN would be the largest of every child
-        # waited for so far (the measurement processes too).
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise subprocess.CalledProcessError(process.returncode, command)
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+        return run_cli("train", "--model-dir", model_dir, "--steps", str(steps), "--log-probabilities-every", "0")[2]
 
 
 def main():
@@ -232,8 +205,9 @@ def main():
         finals = torch.tensor([run["final_accuracy"] for run in fast_runs], dtype=torch.float64)
         print(f"fast preset over {len(fast_runs)} seeds: final accuracy mean {finals.mean():.4f}, "
               f"min {finals.min():.4f}, max {finals.max():.4f}, std {finals.std():.4f}")
-    print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {torch.get_num_threads()}; C kernels "
-          f"{'on' if c_kernels else 'off'}; {devices.cpu_name()}")
+    machine = machine_record()
+    print(f"peak RSS of a training run: {peak_rss_mib:.0f} MiB; threads {machine['threads']}; C kernels "
+          f"{'on' if c_kernels else 'off'}; {machine['cpu']}")
     print(json.dumps({
         "benchmark": "speed", "steps": args.steps, "rounds": args.rounds,
         "images_per_s": {k: round(v) for k, v in figures.items()},
@@ -246,9 +220,7 @@ def main():
         "flops_per_image": {"forward": FORWARD_FLOPS, "train": TRAIN_FLOPS},
         "peak_gflops": {k: round(v) for k, v in peaks.items()},
         "roofline_fraction": {k: round(roofline(k, v)[1], 3) for k, v in figures.items()},
-        "threads": torch.get_num_threads(), "bf16_native": bf16_supported(),
-        "c_kernels": c_kernels, "cpu": devices.cpu_name(),
-        "cores": os.cpu_count(), "torch": torch.__version__,
+        "bf16_native": bf16_supported(), "c_kernels": c_kernels, **machine,
     }))
 
 

@@ -10,39 +10,19 @@ Usage: python benchmarks/tutorial_preset.py [--precisions auto,fp32] [--steps 20
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 
-from common import machine_record
+from common import machine_record, run_cli
 
 from cnn_mnist.kernels.precision import resolve_precision
 
 
-def cnn_mnist(*args: str) -> tuple[dict, float, float]:
-    """Run one command: its printed result dict, its wall time in seconds and its peak RSS in MiB."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as errors:
-        process = subprocess.Popen([sys.executable, "-m", "cnn_mnist", *args, "-q"], stdout=subprocess.PIPE,
-                                   stderr=errors, text=True)
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not all children's
-        wall_s = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            errors.seek(0)
-            raise SystemExit(f"cnn-mnist {' '.join(args)} failed:\n{errors.read()}")
-    return ast.literal_eval(output.strip().splitlines()[-1]), wall_s, usage.ru_maxrss / 1024  # Linux: KiB
-
-
 def run(precision: str, steps: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as model_dir:
-        trained, train_s, peak_rss_mib = cnn_mnist("train", "--preset", "tutorial", "--model-dir", model_dir,
-                                                   "--steps", str(steps), "--seed", str(seed), "--precision", precision)
-        evaluated, _, _ = cnn_mnist("evaluate", "--model-dir", model_dir)
+        trained, train_s, peak_rss_mib = run_cli("train", "--preset", "tutorial", "--model-dir", model_dir,
+                                                 "--steps", str(steps), "--seed", str(seed), "--precision", precision)
+        evaluated, _, _ = run_cli("evaluate", "--model-dir", model_dir)
     return {"precision": precision, "runs_as": resolve_precision(precision), "accuracy": trained["accuracy"],
             "loss": trained["loss"], "global_step": trained["global_step"], "wall_s": round(train_s, 1),
             "fp32_evaluate": {"accuracy": evaluated["accuracy"], "loss": evaluated["loss"]},

@@ -14,7 +14,6 @@ and --program, a wrapper of `cnn-mnist` that accepts it)
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import os
@@ -31,7 +30,7 @@ SUBNET = "10.231.0"  # private addresses; inside the namespaces they meet nothin
 RENDEZVOUS_PORT = 29400
 # fp32: the arithmetic in which one process and two agree to ~1e-8 (bf16 rounding compounds to ~5e-6)
 TRAIN = ["--batch-size", "100", "--dropout", "0", "--log-probabilities-every", "0", "--eval-every", "0",
-         "--save-checkpoints-steps", "10", "--precision", "fp32"]
+         "--save-checkpoints-steps", "10", "--precision", "fp32", "--json"]
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -114,7 +113,7 @@ def run_two_nodes(work: Path, program: list[str], data_dir: str | None, steps: i
         raise RuntimeError(f"expected one node (rank 0's) to print the results, got {len(printed)}")
     with_files = [letter for letter in "ab" if list_checkpoints(work / f"node_{letter}")]
     empty = [letter for letter in "ab" if not (work / f"node_{letter}").exists()]
-    return {"results": ast.literal_eval(printed[0][1].strip().splitlines()[-1]), "rank_0_node": with_files,
+    return {"results": json.loads(printed[0][1].strip().splitlines()[-1]), "rank_0_node": with_files,
             "rank_0_model_dir_only": len(with_files) == 1 and len(empty) == 1,
             "model_dir": work / f"node_{with_files[0]}" if with_files else None, "seconds": seconds}
 
@@ -125,7 +124,7 @@ def run_one_process(work: Path, program: list[str], data_dir: str | None, steps:
                           capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"the one-process run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return {"results": ast.literal_eval(done.stdout.strip().splitlines()[-1]), "model_dir": work / "one",
+    return {"results": json.loads(done.stdout.strip().splitlines()[-1]), "model_dir": work / "one",
             "seconds": time.perf_counter() - started}
 
 

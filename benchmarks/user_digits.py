@@ -17,12 +17,11 @@ import argparse
 import io
 import json
 import math
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine_record
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from cnn_mnist.data.images import prepare_image
@@ -264,7 +263,7 @@ def main():
         print(json.dumps({"benchmark": "user_digits", "model_dir": model_dir, "global_step": predictor.global_step,
                           "seed": args.seed, "rows": rows, "images": count, "build_s": round(built_s, 1),
                           "prepare_ms_per_image": round(1000 * prepare_s / count, 2),
-                          "machine": f"{platform.machine()}, {os.cpu_count()} cores"}))
+                          **machine_record()}))
 
 
 if __name__ == "__main__":
