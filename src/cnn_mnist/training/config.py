@@ -114,7 +114,8 @@ class TrainConfig:
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``).
 
-        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``)."""
+        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``). Training on all
+        images turns this config's validation off, unless ``eval_every`` is given too (then it is an error)."""
         own = {f.name for f in dataclasses.fields(self)}
         sections = {"params": {f.name for f in dataclasses.fields(ModelParams)},
                     "run": {f.name for f in dataclasses.fields(RunConfig)},
@@ -130,6 +131,8 @@ class TrainConfig:
                 top[name] = value
             else:
                 raise ConfigError(f"unknown setting {name!r}")
+        if top.get("train_on_all"):
+            top.setdefault("eval_every", 0)  # the validation split is part of training now
         run_values = nested["run"]
         if "save_checkpoints_secs" in run_values and "save_checkpoints_steps" not in run_values:
             run_values["save_checkpoints_steps"] = None  # an explicit seconds flag switches back to time
