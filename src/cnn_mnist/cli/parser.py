@@ -23,6 +23,7 @@ from cnn_mnist.kernels.devices import check_device_name
 from cnn_mnist.model.config import ModelParams
 from cnn_mnist.training.config import RunConfig, TrainConfig
 from cnn_mnist.training.presets import PRESETS
+from cnn_mnist.use.robustness import DEFAULT_IMAGES
 from cnn_mnist.version import __version__
 
 # train's settings, in the order --help lists them: (title, dataclass, flag prefix, where in TrainConfig)
@@ -278,8 +279,8 @@ def _evaluate(subparsers):
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     sub.add_argument("--corruptions", action="store_true",
                      help="accuracy under each of MNIST-C's 15 corruptions (in its style) and their mean, instead")
-    sub.add_argument("--corruption-images", type=positive_int, default=1000, metavar="N",
-                     help="with --corruptions: the first N digits of the split (default: 1000)")
+    sub.add_argument("--corruption-images", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
+                     help=f"with --corruptions: the first N digits of the split (default: {DEFAULT_IMAGES})")
     _device(sub)
 
 
