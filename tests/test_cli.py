@@ -247,28 +247,44 @@ def one_line_error(capsys, argv, expected, status=1):
     assert expected in err, err
 
 
-def test_every_setting_is_a_train_flag_with_its_docstring_as_help():
-    """Adding a setting is adding one field: its flag, metavar or choices and help come from the field."""
+def test_every_setting_is_one_train_flag_with_its_docstring_as_help():
+    """Adding a setting is adding one field: its flag, metavar or choices and help come from the field.
+    Every field of TrainConfig and of its sections has one docstring paragraph; every field not kept
+    off the command line is exactly one flag, and every flag of train's settings groups is a field."""
     import argparse
     import dataclasses
+    import typing
 
     from cnn_mnist.cli import build_parser
     from cnn_mnist.cli.parser import SETTINGS, field_docs
     from cnn_mnist.data.augment import Augmentation
+    from cnn_mnist.training.config import TrainConfig
 
     train = next(action for action in build_parser()._actions
                  if isinstance(action, argparse._SubParsersAction)).choices["train"]
-    flags = {action.dest: action for action in train._actions}
-    assert len(train.get_default("settings")) == 36  # the 35 of before and --train-on-all
-    for _, settings, prefix in SETTINGS:
+    hints = typing.get_type_hints(TrainConfig)
+    sections = {hints[f.name] for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(hints[f.name])}
+    assert {settings for _, settings, _ in SETTINGS} == {TrainConfig, *sections}  # no section left without flags
+    groups = {group.title: group._group_actions for group in train._action_groups}
+    for title, settings, prefix in SETTINGS:
         docs = field_docs(settings)
+        expected = []
         for setting in dataclasses.fields(settings):
-            if setting.default is dataclasses.MISSING or setting.metadata.get("flag") is False:
-                continue
-            action = flags[f"{prefix.replace('-', '_')}{setting.name}"]
-            first_words = " ".join(docs[setting.name].split()[:3]).lower().rstrip(".,;:")
-            assert action.help.lower().startswith(first_words), (setting.name, action.help)
+            doc = docs.get(setting.name, "")
+            assert doc and "\n\n" not in doc, f"{settings.__name__}.{setting.name}: one docstring paragraph"
+            if setting.default is not dataclasses.MISSING and setting.metadata.get("flag") is not False:
+                expected.append(setting)
+        actions = groups[title]
+        assert [action.dest for action in actions] == [f"{prefix.replace('-', '_')}{s.name}" for s in expected]
+        for action, setting in zip(actions, expected, strict=True):
+            assert action.option_strings[0] == f"--{prefix}{setting.name.replace('_', '-')}"
+            assert " ".join(docs[setting.name].split()).lower().rstrip(".") in action.help.lower(), action.help
             assert action.metavar == setting.metadata.get("metavar") and action.default is None
+    flags = {action.dest: action for action in train._actions}
+    settings_flags = [action.dest for title, _, _ in SETTINGS for action in groups[title]]
+    assert train.get_default("settings") == tuple(settings_flags) and len(flags) == len(train._actions)
+    # the flags that are not settings: where the run lives and how it is told
+    assert set(flags) - set(settings_flags) == {"help", "quiet", "verbose", "json", "model_dir", "data_dir", "preset"}
     assert flags["augment_rotation"].option_strings == ["--augment-rotation"]
     assert not {"warmup_fraction", "log_step_count_steps"} & set(flags)  # kept off the command line
     assert dataclasses.fields(Augmentation)[0].metadata["metavar"] == "DEG"

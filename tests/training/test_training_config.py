@@ -17,6 +17,15 @@ def test_overrides_reach_nested_fields_and_leave_the_preset_alone():
     assert (back_to_time.run.save_checkpoints_secs, back_to_time.run.save_checkpoints_steps) == (30, None)
 
 
+def test_training_on_all_images_turns_the_presets_validation_off_unless_it_is_asked_for():
+    assert PRESETS["tutorial"].eval_every > 0
+    assert PRESETS["tutorial"].with_overrides(train_on_all=True).eval_every == 0
+    assert PRESETS["tutorial"].with_overrides(train_on_all=True, eval_every=0).eval_every == 0
+    assert PRESETS["tutorial"].with_overrides(train_on_all=False).eval_every == PRESETS["tutorial"].eval_every
+    with pytest.raises(ConfigError, match="eval-every needs the validation split"):
+        PRESETS["tutorial"].with_overrides(train_on_all=True, eval_every=10)
+
+
 def test_round_trip_through_a_dict():
     config = TrainConfig(steps=7, params=ModelParams(optimizer="adam"), run=RunConfig(save_checkpoints_steps=3))
     assert TrainConfig.from_dict(config.to_dict()) == config

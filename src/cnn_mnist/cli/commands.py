@@ -32,8 +32,6 @@ def train(args) -> None:
 
     # The settings' flags (parser.add_settings) hold None unless given: only those override the preset.
     overrides = {name: getattr(args, name) for name in args.settings if getattr(args, name) is not None}
-    if args.train_on_all:
-        overrides.setdefault("eval_every", 0)  # the presets' validation split is part of training now
     try:
         config = preset(args.preset).with_overrides(**overrides)
     except ConfigError as err:  # a value out of range: the settings' own check, said as the parser's error

@@ -1,7 +1,8 @@
 """The command line's flags: each command's parser, with train's settings flags generated from the
 settings dataclasses (ModelParams, RunConfig, TrainConfig, Augmentation): a field's type, metavar
-and choices come from its declaration, its help from its docstring, and its value is checked by the
-dataclass's own ``__post_init__``. Adding a setting is adding one field."""
+and choices come from its declaration, its help from its docstring (one paragraph, which docs/train.md's
+table shows too), and its value is checked by the dataclass's own ``__post_init__``. Adding a setting
+is adding one field."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import functools
 import inspect
 import textwrap
 import typing
-from dataclasses import MISSING, fields
+from collections.abc import Iterator
+from dataclasses import MISSING, Field, fields
 
 from cnn_mnist.cli import commands
 from cnn_mnist.cli.commands import COMMANDS, DEFAULT_MODEL_DIR
@@ -21,6 +23,7 @@ from cnn_mnist.kernels.devices import check_device_name
 from cnn_mnist.model.config import ModelParams
 from cnn_mnist.training.config import RunConfig, TrainConfig
 from cnn_mnist.training.presets import PRESETS
+from cnn_mnist.use.robustness import DEFAULT_IMAGES
 from cnn_mnist.version import __version__
 
 # train's settings, in the order --help lists them: (title, dataclass, flag prefix, where in TrainConfig)
@@ -51,21 +54,46 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def add_settings(sub: argparse.ArgumentParser) -> None:
     """One flag per settings field (those not marked ``flag: False``), its default None so that
     only the flags given override the preset; help says what the tutorial preset has."""
-    tutorial = _flatten(PRESETS["tutorial"].to_dict())
+    tutorial = preset_values("tutorial")
+    groups = {title: sub.add_argument_group(title) for title, _, _ in SETTINGS}
     names = []
+    for title, settings, setting, flag in settings_flags():
+        name = flag[2:].replace("-", "_")
+        names.append(name)
+        kind = typing.get_type_hints(settings)[setting.name]
+        groups[title].add_argument(flag, default=None, help=_help(field_docs(settings)[setting.name], tutorial[name],
+                                                                  kind),
+                                   **_parsing(settings, setting.name, kind, setting.metadata))
+    sub.set_defaults(settings=tuple(names))
+
+
+def settings_flags() -> Iterator[tuple[str, type, Field, str]]:
+    """(group title, dataclass, field, flag) for every settings field that is a flag, in --help's order."""
     for title, settings, prefix in SETTINGS:
-        group = sub.add_argument_group(title)
-        hints, docs = typing.get_type_hints(settings), field_docs(settings)
         for setting in fields(settings):
             if setting.default is MISSING or not setting.metadata.get("flag", True):
                 continue  # the nested sections (params, run, augment) and settings kept off the command line
-            flag = f"--{prefix}{setting.name.replace('_', '-')}"
-            name = flag[2:].replace("-", "_")
-            names.append(name)
-            kind = hints[setting.name]
-            group.add_argument(flag, default=None, help=_help(docs[setting.name], tutorial[name], kind),
-                               **_parsing(settings, setting.name, kind, setting.metadata))
-    sub.set_defaults(settings=tuple(names))
+            yield title, settings, setting, f"--{prefix}{setting.name.replace('_', '-')}"
+
+
+def preset_values(name: str) -> dict:
+    """A preset's settings by their flags' names (``augment_shift``, not ``augment.shift``)."""
+    return _flatten(PRESETS[name].to_dict())
+
+
+def describe(doc: str) -> str:
+    """A field's docstring as a flag's description: ``Optimizer step size.`` -> ``optimizer step size``."""
+    text = " ".join(doc.split()).removesuffix(".")
+    if text[:1].isupper() and not text[1:2].isupper():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def value_text(value) -> str:
+    """A setting's value as --help and the docs say it: ``None`` and ``False`` are off, ``True`` on."""
+    if value is None or value is False:
+        return "off"
+    return "on" if value is True else str(value)
 
 
 def field_docs(settings: type) -> dict[str, str]:
@@ -83,14 +111,10 @@ def _field_docs(settings: type) -> tuple[tuple[str, str], ...]:
 
 
 def _help(doc: str, tutorial_value, kind) -> str:
-    """The docstring's first paragraph as a flag's help: ``Optimizer step size.`` -> ``optimizer
-    step size (tutorial: 0.001)``."""
-    text = " ".join(doc.split("\n\n")[0].split()).removesuffix(".")
-    if text[:1].isupper() and not text[1:2].isupper():
-        text = text[0].lower() + text[1:]
+    """The docstring as a flag's help: ``Optimizer step size.`` -> ``optimizer step size (tutorial: 0.001)``."""
     if kind is bool and tutorial_value is False:  # a switch (--train-on-all): off unless given
-        return text
-    return f"{text} (tutorial: {'off' if tutorial_value is None else tutorial_value})"
+        return describe(doc)
+    return f"{describe(doc)} (tutorial: {value_text(tutorial_value)})"
 
 
 def _parsing(settings: type, name: str, kind, metadata) -> dict:
@@ -215,7 +239,7 @@ def _data_dir(sub):
 
 def _device(sub):
     """--device for the commands that use a trained model; train's is RunConfig.device's flag."""
-    doc = " ".join(field_docs(RunConfig)["device"].split("\n\n")[0].split()).split(";")[0]
+    doc = describe(field_docs(RunConfig)["device"]).split(";")[0]
     sub.add_argument("--device", type=device_name, default="auto", metavar="DEVICE", help=f"{doc} (default: auto)")
 
 
@@ -255,8 +279,8 @@ def _evaluate(subparsers):
     sub.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     sub.add_argument("--corruptions", action="store_true",
                      help="accuracy under each of MNIST-C's 15 corruptions (in its style) and their mean, instead")
-    sub.add_argument("--corruption-images", type=positive_int, default=1000, metavar="N",
-                     help="with --corruptions: the first N digits of the split (default: 1000)")
+    sub.add_argument("--corruption-images", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
+                     help=f"with --corruptions: the first N digits of the split (default: {DEFAULT_IMAGES})")
     _device(sub)
 
 

@@ -36,63 +36,41 @@ class Augmentation:
     rotation: float = field(default=0.0, metadata={"metavar": "DEG"})
     """Rotate each training image by a random angle in +-DEG."""
     scale: float = field(default=0.0, metadata={"metavar": "F"})
-    """Resize each training image by a random factor in 1 +- F.
-
-    Relative change of size: 0.1 draws sizes in [0.9, 1.1]."""
+    """Resize each training image by a random factor in 1 +- F: 0.1 draws sizes in [0.9, 1.1]."""
     shear: float = field(default=0.0, metadata={"metavar": "DEG"})
     """Shear each training image by a random angle in +-DEG."""
     shift: float = field(default=0.0, metadata={"metavar": "PX"})
     """Move each training image by up to +-PX pixels on each axis."""
     elastic: float = field(default=0.0, metadata={"metavar": "PX"})
-    """Distort each training image by a smooth random field of about PX pixels.
-
-    Pixels: standard deviation of a smooth random displacement of every pixel (elastic distortion)."""
+    """Elastic distortion: move every pixel of each training image by a smooth random displacement, its standard
+    deviation PX pixels."""
     brightness: float = field(default=0.0, metadata={"metavar": "B"})
-    """Add a grey background of a random level in [0, B] to each training image.
-
-    A grey background: a level drawn in [0, x] added to every pixel (a uniform grey paper). 0 = off."""
+    """Add a grey background (a uniform grey paper) of a random level in [0, B] to each training image."""
     contrast: float = field(default=0.0, metadata={"metavar": "C"})
-    """Make each training image's ink fainter by a random factor in [1 - C, 1].
-
-    Fainter ink: the image scaled by a factor drawn in [1 - x, 1]. 0 = off."""
+    """Make each training image's ink fainter by a random factor in [1 - C, 1]."""
     noise: float = field(default=0.0, metadata={"metavar": "S"})
-    """Add Gaussian pixel noise of a random standard deviation in [0, S].
-
-    Pixel noise: Gaussian, its standard deviation drawn in [0, x] per image. 0 = off."""
+    """Add Gaussian pixel noise to each training image, its standard deviation drawn in [0, S]."""
     stroke: float = field(default=0.0, metadata={"metavar": "PX"})
-    """Thicken or thin each training image's strokes by up to PX of a pixel per side (at most 1).
-
-    Pen width: each image's strokes thickened or thinned by up to x of a pixel per side (a blend toward its 3x3
-    dilation or erosion), drawn in [-x, x]; at most 1. 0 = off."""
+    """Pen width: thicken or thin each training image's strokes by up to PX of a pixel per side, a blend toward its
+    3x3 dilation or erosion; at most 1."""
     erase: float = field(default=0.0, metadata={"metavar": "A"})
-    """Fill a random rectangle of up to A of the area (0.02-0.5) of half the training images with a random grey.
-
-    Occlusion (random erasing): half the images get a rectangle of a random grey level, its area drawn in [2%, x] of
-    the image and its sides in a ratio between 1:3 and 3:1; at most 0.5. 0 = off."""
+    """Random erasing: half the training images get a rectangle of a random grey, its area drawn in [0.02, A] of the
+    image (A at most 0.5) and its sides in a ratio between 1:3 and 3:1."""
     outline: float = field(default=0.0, metadata={"metavar": "S"})
-    """Replace this share of the training images, at random, by their strokes' outline (hollow strokes).
-
-    Hollow strokes: this share of the images, drawn at random, replaced by their strokes' outline (the 3x3 dilation
-    less the erosion, as outline fonts and edge detection draw a digit). 0 = off."""
+    """Replace this share of the training images, drawn at random, by their strokes' outline, the 3x3 dilation less
+    the erosion: hollow strokes, as outline fonts and edge detection draw a digit."""
     clean_share: float = field(default=0.0, metadata={"metavar": "S"})
-    """Leave this share of the training images, at random, without the pen, outline, erasing, brightness, contrast and
-    noise changes.
-
-    Share of the images, drawn at random, left without the pen, outline, erasing, brightness, contrast and noise
-    ingredients (the geometric ones still apply), so the network keeps seeing clean digits."""
+    """Leave this share of the training images, drawn at random, without the pen, outline, erasing, brightness,
+    contrast and noise changes (the geometric ones still apply), so the network keeps seeing clean digits."""
 
     damage_from_epoch: float = field(default=0.0, metadata={"metavar": "E"})
-    """Start the pen, outline, erasing, brightness, contrast and noise changes after this many epochs (the network
-    learns clean digits first).
-
-    Epochs of training data before the pen, outline, erasing, brightness, contrast and noise ingredients begin (0 =
-    from the first batch): the network learns clean digits first, then what the world does to them."""
+    """Start the pen, outline, erasing, brightness, contrast and noise changes after this many epochs of training
+    data: the network learns clean digits first."""
+    # As detectors such as YOLOX end without their strongest augmentation: the last steps, and the weight average,
+    # then tune the network to clean digits.
     damage_until_epoch: float = field(default=0.0, metadata={"metavar": "E"})
-    """Stop those changes after this many epochs (the network ends on clean digits); 0 never stops them.
-
-    Epochs of training data after which those ingredients stop (0 = never): the network ends on clean digits (the
-    geometric ingredients go on), as detectors such as YOLOX end without their strongest augmentation, so the
-    last steps, and the weight average, tune it to clean digits."""
+    """Stop those changes after this many epochs of training data (the geometric ones go on): the network ends on
+    clean digits; 0 never stops them."""
 
     def __post_init__(self):
         for setting in fields(self):

@@ -19,44 +19,30 @@ class ModelParams:
     """Hyperparameters of the model function (TensorFlow's ``params``)."""
 
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    """sgd (plain), momentum or adam."""
+    """sgd (plain, the tutorial's), momentum or adam."""
     learning_rate: float = field(default=0.001, metadata={"metavar": "LR"})
-    """Optimizer step size.
-
-    Step size; the tutorial used 0.001 with plain SGD."""
+    """Optimizer step size; on resume, this run's value wins over the saved one."""
     momentum: float = field(default=0.9, metadata={"metavar": "M"})
     """Momentum coefficient of the momentum optimizer."""
     dropout: float = field(default=0.4, metadata={"metavar": "RATE"})
-    """Fraction of the dense units dropped in training.
-
-    Fraction of the 1024 dense units dropped while training (TensorFlow's rate)."""
+    """Fraction (TensorFlow's rate) of the 1024 dense units dropped while training."""
     lr_schedule: str = field(default="constant", metadata={"choices": LR_SCHEDULES})
-    """constant, or one_cycle (warm-up, then linear decay to 0 at --steps).
-
-    constant (the tutorial's), or one_cycle: linear warm-up to learning_rate over the first warmup_fraction of the
-    run, then linear decay to zero at the last step."""
+    """constant (the tutorial's), or one_cycle: a linear warm-up to the learning rate over the run's first
+    warmup_fraction (set by the preset), then a linear decay to 0 at the last step."""
     warmup_fraction: float = field(default=0.2, metadata={"flag": False})
     """Share of the run spent warming up, for lr_schedule one_cycle."""
     initializer: str = field(default="glorot", metadata={"choices": INITIALIZERS})
-    """glorot (TensorFlow's) or pytorch (PyTorch's layer defaults).
-
-    glorot: Glorot-uniform kernels and zero biases, as tf.layers; pytorch: PyTorch's defaults."""
+    """glorot (TensorFlow's: Glorot-uniform kernels, zero biases) or pytorch (PyTorch's layer defaults)."""
     ema_decay: float = field(default=0.0, metadata={"metavar": "D"})
-    """Keep a moving average of the weights with this decay per step, and evaluate and predict with it; 0 turns it off.
-
-    Keep an exponential moving average of the weights, moved by (1 - ema_decay) toward them after every step;
-    evaluate and predict then use the average (as tf.train.ExponentialMovingAverage was used). 0 = off."""
+    """Keep a moving average of the weights, moved 1 - D of the way toward them after every step (as
+    tf.train.ExponentialMovingAverage); evaluate, predict, report, export and serve then use it; 0 turns it off."""
     label_smoothing: float = field(default=0.0, metadata={"metavar": "X"})
     """Train towards 1 - X on the true class and X/10 on each class; 0 turns it off."""
     consistency: float = field(default=0.0, metadata={"metavar": "W"})
-    """Show each image clean and damaged (twice the work a step): learn the label from the clean one, and W times the
-    Jensen-Shannon divergence between the two predictions (AugMix's loss); needs a damage ingredient; 0 turns it
-    off.
-
-    Weight of a consistency loss (AugMix's, Hendrycks et al. 2020): every training image comes twice, clean and
-    damaged by the augmentation's damage ingredients (twice the work a step), and the loss is the clean view's
-    cross-entropy plus this times the Jensen-Shannon divergence between the two views' predictions: the damaged
-    digits teach only that they are the same digit. 0 = off."""
+    """Show each training image twice, clean and damaged by the augmentation's damage ingredients (twice the work a
+    step; the augmentation's clean share then plays no part): the loss is the clean view's cross-entropy plus W times
+    the Jensen-Shannon divergence between the two views' predictions, as AugMix trains (Hendrycks et al., 2020), so
+    a damaged digit only has to read as the same digit; needs a damage ingredient; 0 turns it off."""
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

@@ -19,15 +19,11 @@ class RunConfig:
     """How the Estimator runs (TensorFlow's ``tf.estimator.RunConfig``)."""
 
     seed: int = field(default=0, metadata={"metavar": "N"})
-    """Seeds weights, data order, dropout and augmentation."""
+    """Seeds the initial weights, the data order, dropout and augmentation."""
     save_checkpoints_secs: float | None = field(default=600, metadata={"metavar": "S"})
-    """Seconds between checkpoints.
-
-    Seconds between checkpoints; None when saving by steps."""
+    """Seconds between checkpoints, unless saving by steps."""
     save_checkpoints_steps: int | None = field(default=None, metadata={"metavar": "N"})
-    """Steps between checkpoints; replaces --save-checkpoints-secs.
-
-    Steps between checkpoints; when set, it replaces save_checkpoints_secs."""
+    """Steps between checkpoints; when set, it replaces the seconds between them."""
     keep_checkpoint_max: int = field(default=5, metadata={"metavar": "N"})
     """How many of the newest checkpoints to keep."""
     log_step_count_steps: int = field(default=100, metadata={"flag": False})
@@ -35,31 +31,20 @@ class RunConfig:
     save_summary_steps: int = field(default=100, metadata={"flag": False})
     """Write TensorBoard scalars every this many steps."""
     precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
-    """fp32; bf16 or fp16 autocast (fp16 with a gradient scaler); auto: bf16 where the CPU or GPU runs it natively,
-    fp16 on GPUs without bf16, else fp32.
-
-    fp32; bf16 or fp16 (autocast: convolutions and dense layers in 16 bits; fp16 with a gradient scaler); auto: bf16
-    where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
+    """fp32; bf16 or fp16 autocast (the convolutions and dense layers in 16 bits; fp16 with a gradient scaler); auto:
+    bf16 where the CPU or GPU runs it natively, fp16 on GPUs without bf16, else fp32."""
     device: str = field(default="auto", metadata={"metavar": "DEVICE"})
-    """auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps; torchrun gives each process its own GPU.
-
-    Where to compute: auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps."""
+    """auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps; torchrun gives each process its own GPU."""
+    # On by default: on an H200 it cost nothing measurable (docs/gpu.md).
     deterministic: bool = True
-    """Use torch's deterministic algorithms: on a GPU, the same seed then gives the same weights, and kill-and-resume
-    the uninterrupted run's (CPU runs are deterministic anyway).
-
-    Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then gives the same
-    weights run after run, and a resumed run the uninterrupted one's. On by default: on an H200 it cost nothing
-    measurable (docs/gpu.md). CPU runs are deterministic either way."""
+    """Use torch's deterministic algorithms (and no cuDNN autotuning): on a GPU, the same seed then gives the same
+    weights, and kill-and-resume the uninterrupted run's; CPU runs are deterministic anyway."""
+    # Captured after three eager steps: one launch a step instead of about eighty (docs/performance.md). The
+    # optimizers are fused there; fp16's gradient scaler decides on the host, so its step cannot be captured.
     cuda_graphs: bool = True
-    """On a CUDA GPU, replay the training step as one captured CUDA graph (one process, sgd or adam, not fp16);
-    elsewhere it changes nothing.
-
-    On a CUDA GPU, capture the training step (forward, backward, the optimizer, the weight average) as one CUDA
-    graph after three eager steps and replay it: one launch a step instead of about eighty, several times the
-    eager step's images/s (docs/performance.md). Used where it applies: one process, the sgd or adam optimizer
-    (fused there), not fp16 (its gradient scaler decides on the host); elsewhere, and on other devices, the step
-    runs eagerly."""
+    """On a CUDA GPU, replay the training step (forward, backward, the optimizer, the weight average) as one captured
+    CUDA graph, several times the eager step's images/s; it applies to one process, the sgd or adam optimizer, not
+    fp16; elsewhere the step runs eagerly."""
 
     def __post_init__(self):
         if self.save_checkpoints_steps is not None:
@@ -83,19 +68,19 @@ class TrainConfig:
     steps: int = field(default=20_000, metadata={"metavar": "N"})
     """Global step to train to: an absolute target, so a re-run never trains past it."""
     batch_size: int = field(default=100, metadata={"metavar": "N"})
-    """Images per step; under torchrun, all processes together.
-
-    Images per training step; under torchrun, all processes together (the global batch, shared evenly)."""
+    """Images per step; under torchrun, all processes together: the global batch, shared evenly."""
     train_on_all: bool = field(default=False, metadata={"negatable": False})
-    """Train on all 60,000 training images instead of 55,000 (no validation split)."""
+    """Train on all 60,000 training images instead of 55,000: the validation split becomes training data, so
+    validation during training is turned off (a non-zero eval-every with it is an error)."""
     log_probabilities_every: int = field(default=50, metadata={"metavar": "N"})
-    """Log a batch's softmax probabilities every N steps; 0 turns it off.
-
-    Log a batch's softmax probabilities every this many steps, as the tutorial did; 0 = off."""
+    """Log a training batch's softmax probabilities every N steps, as the tutorial did; 0 turns it off."""
     eval_every: int = field(default=0, metadata={"metavar": "N"})
-    """Evaluate on the 5,000 validation images every N steps and at the end; 0 turns it off."""
+    """Evaluate on the 5,000 validation images every N steps and at the end (logged, and in TensorBoard under
+    eval_validation/); it changes no weight; 0 turns it off."""
     params: ModelParams = field(default_factory=ModelParams)
+    """Hyperparameters of the model function (TensorFlow's params)."""
     run: RunConfig = field(default_factory=RunConfig)
+    """How the Estimator runs (TensorFlow's RunConfig)."""
     augment: Augmentation = field(default_factory=Augmentation)
     """Random transforms of the training images (none in the tutorial)."""
 
@@ -129,7 +114,8 @@ class TrainConfig:
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with fields replaced by name, wherever they live (``learning_rate=0.01, steps=5``).
 
-        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``)."""
+        Augmentation ranges are named ``augment_<field>`` (``augment_rotation=10``). Training on all
+        images turns this config's validation off, unless ``eval_every`` is given too (then it is an error)."""
         own = {f.name for f in dataclasses.fields(self)}
         sections = {"params": {f.name for f in dataclasses.fields(ModelParams)},
                     "run": {f.name for f in dataclasses.fields(RunConfig)},
@@ -145,6 +131,8 @@ class TrainConfig:
                 top[name] = value
             else:
                 raise ConfigError(f"unknown setting {name!r}")
+        if top.get("train_on_all"):
+            top.setdefault("eval_every", 0)  # the validation split is part of training now
         run_values = nested["run"]
         if "save_checkpoints_secs" in run_values and "save_checkpoints_steps" not in run_values:
             run_values["save_checkpoints_steps"] = None  # an explicit seconds flag switches back to time
