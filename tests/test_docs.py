@@ -145,20 +145,43 @@ def test_the_readme_is_a_front_page():
 
 
 def test_every_command_line_flag_is_documented():
-    """train's flags in train.md's table, every other command's somewhere in docs/, as `--flag`."""
+    """Every command's flags somewhere in docs/, as `--flag` (train's are in its generated table, below)."""
     import argparse
 
     from cnn_mnist.cli import build_parser
 
     commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     everywhere = "\n".join(path.read_text(encoding="utf-8") for path in pages())
-    train_page = (DOCS / "train.md").read_text(encoding="utf-8")
     missing = [f"{name} {flag}"
-               for name, parser in commands.choices.items()
+               for name, parser in commands.choices.items() if name != "train"
                for action in parser._actions if action.help != argparse.SUPPRESS
-               for flag in action.option_strings if flag not in ("-h", "--help")
-               and f"`{flag}" not in (train_page if name == "train" else everywhere)]
+               for flag in action.option_strings if flag not in ("-h", "--help") and f"`{flag}" not in everywhere]
     assert not missing, f"flags the documentation does not name (as `{{flag}}`): {missing}"
+
+
+def test_the_train_page_tables_every_train_flag_with_its_help(site):
+    """The built train page's table has a row per flag of `cnn-mnist train`, in --help's order, saying
+    what --help says (less the tutorial's value, which has its own column); train.md holds no copy."""
+    import argparse
+    import html
+
+    from cnn_mnist.cli import build_parser
+
+    train = next(action for action in build_parser()._actions
+                 if isinstance(action, argparse._SubParsersAction)).choices["train"]
+    page = (site / "train" / "index.html").read_text(encoding="utf-8")
+    table = page[page.index('id="every-flag"'):]
+    table = table[:table.index("</table>")]
+    rows = [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split())
+            for row in re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)]
+    flag_rows = [row for row in rows if row.startswith("-")]
+    actions = [action for action in train._actions if action.help != argparse.SUPPRESS and action.dest != "help"]
+    assert len(flag_rows) == len(actions), flag_rows
+    for row, action in zip(flag_rows, actions, strict=True):
+        help_text = " ".join(re.split(r" \((?:tutorial|default): [^)]*\)$", action.help)[0].split())
+        assert row.startswith(action.option_strings[0]) and help_text in row, (row, action.help)
+    source = (DOCS / "train.md").read_text(encoding="utf-8")
+    assert not [flag for action in actions for flag in action.option_strings if f"| `{flag}" in source]
 
 
 COMMAND_LINE = re.compile(r"(?:^|`|\$ )((?:\.venv/bin/)?cnn-mnist(?: [^`\n]*)?|python -m cnn_mnist(?: [^`\n]*)?|"
