@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny synthetic MNIST (learnable in a few steps) and fast training settings."""
+"""Shared fixtures: a tiny synthetic MNIST (learnable in a few steps) and the small model the
+modules that use a trained model share, trained once per session."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,9 @@ import pytest
 import torch
 from hypothesis import settings
 
+from helpers import md5_check_skipped
+
+from cnn_mnist.cli import main
 from cnn_mnist.data import idx
 from cnn_mnist.data.datasets import FILES, VALIDATION_SIZE
 
@@ -50,9 +55,44 @@ def tiny_mnist_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def no_verify(monkeypatch):
-    """Let load_mnist accept the synthetic files: skip the canonical-MD5 download step."""
-    monkeypatch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
+def no_verify():
+    """Let load_mnist and the CLI accept the synthetic files: skip the canonical-MD5 check."""
+    with md5_check_skipped():
+        yield
+
+
+# The small model: `cnn-mnist train` on the tiny MNIST, as a user trains. Twenty Adam steps get
+# every synthetic test digit right; the weight average is for export's metadata; no validation
+# (5,000 images, that no test reads). Not the report's, which needs a model that makes mistakes.
+SMALL_MODEL_STEPS = 20
+SMALL_MODEL_TRAIN = ["--steps", str(SMALL_MODEL_STEPS), "--optimizer", "adam", "--ema-decay", "0.9",
+                     "--eval-every", "0", "--log-probabilities-every", "0"]
+
+
+def list_files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``directory``: its size and modification time."""
+    return {str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, tiny_mnist_dir) -> Path:
+    """The small model's directory, trained once per session: only to read (evaluate writes its
+    event files there; a test that writes takes small_model_copy). The session's end checks that
+    no test wrote into it."""
+    model_dir = tmp_path_factory.mktemp("small_model") / "model"
+    with md5_check_skipped(), torch.random.fork_rng():  # training seeds the global RNG
+        assert main(["train", "-q", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                     *SMALL_MODEL_TRAIN]) == 0
+    contents = list_files(model_dir)
+    yield model_dir
+    assert list_files(model_dir) == contents, "a test wrote into the shared small model: give it small_model_copy"
+
+
+@pytest.fixture
+def small_model_copy(small_model, tmp_path) -> Path:
+    """A copy of the small model's directory, for a test to write into."""
+    return Path(shutil.copytree(small_model, tmp_path / "small_model"))
 
 
 @pytest.fixture

@@ -11,19 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_mnist_dir
+from conftest import SMALL_MODEL_STEPS, SMALL_MODEL_TRAIN, write_mnist_dir
+from helpers import SEVEN, SKIP_MD5_CHECK, draw_digit, one_line_error
 
 from cnn_mnist.cli import main, parse_arguments
 from cnn_mnist.data.datasets import FILES
 from cnn_mnist.training.checkpoints import content_digest
 
 FAST = ["--steps", "20", "--optimizer", "adam", "--log-probabilities-every", "0"]
-
-
-@pytest.fixture
-def trained(model_dir, tiny_mnist_dir, no_verify):
-    assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir), *FAST]) == 0
-    return model_dir
 
 
 def run_cli(capsys, *argv):
@@ -89,42 +84,44 @@ def test_eval_every_logs_validation_during_training(model_dir, tiny_mnist_dir, n
     assert json.loads((model_dir / "config.json").read_text())["params"]["ema_decay"] == 0.9
 
 
-def test_rerunning_train_never_trains_past_steps(trained, tiny_mnist_dir, capsys):
-    status, out, _ = run_cli(capsys, "train", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), *FAST)
-    assert status == 0 and "'global_step': 20" in out
+def test_rerunning_train_never_trains_past_steps(small_model_copy, tiny_mnist_dir, no_verify, capsys):
+    status, out, _ = run_cli(capsys, "train", "--model-dir", str(small_model_copy), "--data-dir", str(tiny_mnist_dir),
+                             *SMALL_MODEL_TRAIN)  # the command that trained it, again
+    assert status == 0 and f"'global_step': {SMALL_MODEL_STEPS}" in out
 
 
-def test_evaluate_json_and_validation_split(trained, tiny_mnist_dir, capsys):
-    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
-                             "--json")
+def test_evaluate_json_and_validation_split(small_model_copy, tiny_mnist_dir, no_verify, capsys):
+    assert not (small_model_copy / "eval_validation").exists()  # trained without validation
+    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(small_model_copy), "--data-dir",
+                             str(tiny_mnist_dir), "--json")
     results = json.loads(out)
-    assert status == 0 and results["global_step"] == 20 and results["accuracy"] > 0.5
-    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
-                             "--split", "validation", "--json")
-    assert status == 0 and json.loads(out)["global_step"] == 20
-    assert (trained / "eval_validation").is_dir()
+    assert status == 0 and results["global_step"] == SMALL_MODEL_STEPS and results["accuracy"] > 0.5
+    status, out, _ = run_cli(capsys, "evaluate", "--model-dir", str(small_model_copy), "--data-dir",
+                             str(tiny_mnist_dir), "--split", "validation", "--json")
+    assert status == 0 and json.loads(out)["global_step"] == SMALL_MODEL_STEPS
+    assert (small_model_copy / "eval_validation").is_dir()
 
 
-def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, capsys):
+def test_predict_test_indices_and_npy_files(small_model, tiny_mnist_dir, no_verify, tmp_path, capsys):
     from cnn_mnist.data.datasets import load_mnist
 
     test = load_mnist(tiny_mnist_dir, download=False).test
     np.save(tmp_path / "one.npy", test.images[3].numpy())  # uint8 28x28
     np.save(tmp_path / "many.npy", test.images[:2].numpy().reshape(2, 784).astype(np.float32) / 255)
-    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir),
                              "0", str(tmp_path / "one.npy"), str(tmp_path / "many.npy"), "--json")
     assert status == 0
     result = json.loads(out)
     rows = result["predictions"]
-    assert result["global_step"] == 20
+    assert result["global_step"] == SMALL_MODEL_STEPS
     assert [row["input"] for row in rows] == ["test[0]", str(tmp_path / "one.npy"), f"{tmp_path / 'many.npy'}[0]",
                                               f"{tmp_path / 'many.npy'}[1]"]
     assert rows[0]["label"] == int(test.labels[0]) and "label" not in rows[1]
     assert rows[0]["probabilities"] == pytest.approx(rows[2]["probabilities"], abs=1e-6)  # same image
     assert all(sum(row["probabilities"]) == pytest.approx(1, abs=1e-4) for row in rows)
-    assert result["checkpoint"] == str(trained / "model.ckpt-20.pt")
+    assert result["checkpoint"] == str(small_model / f"model.ckpt-{SMALL_MODEL_STEPS}.pt")
     assert all(row["class"] == int(np.argmax(row["probabilities"])) for row in rows)
-    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+    status, out, _ = run_cli(capsys, "predict", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir),
                              "5", "6")
     header, *lines = out.splitlines()
     assert header.split() == ["input", "class", "label", *map(str, range(10))] and len(lines) == 2
@@ -137,18 +134,15 @@ def test_predict_test_indices_and_npy_files(trained, tiny_mnist_dir, tmp_path, c
 
 def write_images(directory):
     """A 7 as PNG and as JPEG, a blank PNG, a text file and a truncated PNG."""
-    from PIL import Image, ImageDraw
-
-    seven = Image.new("RGB", (120, 160), "white")
-    ImageDraw.Draw(seven).line([(25, 30), (95, 30), (45, 135)], fill="black", width=14)
+    seven = draw_digit(SEVEN, size=(120, 160), ink="black", paper="white", mode="RGB")
     seven.save(directory / "seven.png")
     seven.save(directory / "seven.jpg", quality=75)
-    Image.new("RGB", (100, 100), "white").save(directory / "blank.png")
+    draw_digit([], size=100, paper="white", mode="RGB").save(directory / "blank.png")
     (directory / "notes.txt").write_text("not an image")
     (directory / "cut.png").write_bytes((directory / "seven.png").read_bytes()[:100])
 
 
-def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, capsys):
+def test_predict_image_files_and_save_what_the_network_saw(small_model, tmp_path, capsys):
     from PIL import Image
 
     from cnn_mnist.data.images import prepare_image
@@ -156,11 +150,11 @@ def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, ca
 
     write_images(tmp_path)
     files = [str(tmp_path / name) for name in ("seven.png", "seven.jpg", "blank.png")]
-    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), *files,
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(small_model), *files,
                                "--save-prepared", str(tmp_path / "seen"))
     _, *lines = out.splitlines()
     assert status == 0 and err == "" and len(lines) == 3
-    expected = Predictor(trained).predict(prepare_image(files[0]))
+    expected = Predictor(small_model).predict(prepare_image(files[0]))
     assert lines[0].split()[:3] == [files[0], str(expected.classes[0]), "-"]
     assert lines[1].split()[0] == files[1] and lines[1].split()[1] in list("0123456789")
     assert lines[2].startswith(f"{files[2]}  no digit found")
@@ -171,15 +165,16 @@ def test_predict_image_files_and_save_what_the_network_saw(trained, tmp_path, ca
     assert np.array_equal(np.asarray(Image.open(tmp_path / "seen" / "seven.png")), prepare_image(files[0]))
 
 
-def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_mnist_dir, tmp_path, capsys):
+def test_predict_answers_every_file_and_fails_for_unreadable_ones(small_model, tiny_mnist_dir, no_verify, tmp_path,
+                                                                   capsys):
     write_images(tmp_path)
     names = ("seven.png", "notes.txt", "blank.png", "cut.png", "missing.png")
-    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir),
                                *(str(tmp_path / name) for name in names), "3", "--json")
     assert status == 1
     result = json.loads(out)
     rows = {row["input"].rsplit("/", 1)[-1]: row for row in result["predictions"]}
-    assert result["global_step"] == 20 and len(rows) == 6
+    assert result["global_step"] == SMALL_MODEL_STEPS and len(rows) == 6
     assert rows["seven.png"]["class"] in range(10) and sum(rows["seven.png"]["probabilities"]) == pytest.approx(1)
     assert rows["test[3]"]["class"] in range(10) and "label" in rows["test[3]"]
     assert rows["blank.png"]["no_digit"] and rows["blank.png"]["class"] is None
@@ -193,14 +188,15 @@ def test_predict_answers_every_file_and_fails_for_unreadable_ones(trained, tiny_
         "notes.txt", "cut.png", "missing.png"]
 
 
-def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_mnist_dir, tmp_path, capsys):
+def test_explain_writes_a_figure_per_digit_and_errors_as_predict(small_model, tiny_mnist_dir, no_verify, tmp_path,
+                                                                  capsys):
     pytest.importorskip("captum")
     from PIL import Image
 
     write_images(tmp_path)
     out_dir = tmp_path / "figures"
     names = ("seven.png", "notes.txt", "blank.png")
-    status, out, err = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
+    status, out, err = run_cli(capsys, "explain", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir),
                                *(str(tmp_path / name) for name in names), "3", "--output", str(out_dir))
     assert status == 1  # an unreadable file and a blank one: answered as predict answers them
     assert sorted(path.name for path in out_dir.iterdir()) == ["seven.png", "test-3.png"]
@@ -213,17 +209,17 @@ def test_explain_writes_a_figure_per_digit_and_errors_as_predict(trained, tiny_m
     errors = err.splitlines()
     assert len(errors) == 2 and all(line.startswith("cnn-mnist: error: ") for line in errors)
     assert "not an image" in errors[0] and "no digit found" in errors[1]
-    status, out, _ = run_cli(capsys, "explain", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "3",
+    status, out, _ = run_cli(capsys, "explain", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir), "3",
                              "--out", str(out_dir), "--json")  # the old name of --output still works
     result = json.loads(out)
     assert status == 0 and result["explanations"][0]["figure"] == str(out_dir / "test-3.png")
 
 
-def test_evaluate_corruptions_prints_each_accuracy_and_the_mean(trained, tiny_mnist_dir, capsys):
+def test_evaluate_corruptions_prints_each_accuracy_and_the_mean(small_model, tiny_mnist_dir, no_verify, capsys):
     pytest.importorskip("skimage")
     from cnn_mnist.data.corruptions import CORRUPTIONS
 
-    argv = ["evaluate", "--corruptions", "--corruption-images", "12", "--model-dir", str(trained),
+    argv = ["evaluate", "--corruptions", "--corruption-images", "12", "--model-dir", str(small_model),
             "--data-dir", str(tiny_mnist_dir)]
     status, out, _ = run_cli(capsys, *argv, "--json")
     result = json.loads(out)
@@ -234,17 +230,6 @@ def test_evaluate_corruptions_prints_each_accuracy_and_the_mean(trained, tiny_mn
     lines = out.splitlines()
     assert status == 0 and len(lines) == 18 and lines[-1].startswith("mean of 15")
     assert json.loads(run_cli(capsys, *argv, "--json")[1]) == result  # the same corrupted digits every run
-
-
-def one_line_error(capsys, argv, expected, status=1):
-    try:
-        actual = main(argv)
-    except SystemExit as exit_info:  # the parser's errors: status 2
-        actual = exit_info.code
-    err = capsys.readouterr().err.strip()
-    assert actual == status
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert expected in err, err
 
 
 def test_every_setting_is_one_train_flag_with_its_docstring_as_help():
@@ -304,10 +289,7 @@ def test_bad_numbers_are_rejected_by_the_parser(capsys):
                           (["train", "--consistency", "1"], "train: consistency compares each image with its "
                                                             "damaged view"),
                           (["evaluate", "--data-dir", ""], "is empty; give a directory")):
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+        one_line_error(capsys, argv, message, status=2)
 
 
 def test_evaluate_on_an_empty_or_missing_model_dir(tmp_path, tiny_mnist_dir, no_verify, capsys):
@@ -350,22 +332,22 @@ def test_truncated_and_wrong_magic_idx_files(tmp_path, no_verify, capsys):
     one_line_error(capsys, argv, "train-images-idx3-ubyte: wrong magic number 2049")
 
 
-def test_checkpoint_of_another_shape(trained, tiny_mnist_dir, capsys):
-    path = trained / "model.ckpt-20.pt"
+def test_checkpoint_of_another_shape(small_model_copy, tiny_mnist_dir, no_verify, capsys):
+    path = small_model_copy / f"model.ckpt-{SMALL_MODEL_STEPS}.pt"
     state = torch.load(path, weights_only=True)
     state["network"]["dense.weight"] = torch.zeros(512, 3136)
     del state["sha256"]
     torch.save({**state, "sha256": content_digest(state)}, path)  # intact, but another model's
-    one_line_error(capsys, ["evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)],
+    one_line_error(capsys, ["evaluate", "--model-dir", str(small_model_copy), "--data-dir", str(tiny_mnist_dir)],
                    "checkpoint of another model (dense.weight: (512, 3136) saved, (1024, 3136) here)")
 
 
-def test_bad_npy_inputs(trained, tiny_mnist_dir, tmp_path, capsys):
+def test_bad_npy_inputs(small_model, tiny_mnist_dir, no_verify, tmp_path, capsys):
     np.save(tmp_path / "shape.npy", np.zeros((3, 30)))
     np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan))
     np.save(tmp_path / "range.npy", np.full((28, 28), 7.0))
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    base = ["predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
+    base = ["predict", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir)]
     for name, message in (("shape.npy", "shape (3, 30) is not 784 pixels"), ("nan.npy", "NaN"),
                           ("range.npy", "must lie in [0, 1]"), ("junk.npy", "not a readable .npy"),
                           ("missing.npy", "file not found")):
@@ -378,20 +360,20 @@ def test_python_dash_m_runs_the_same_cli():
     assert result.returncode == 0 and "download" in result.stdout and "predict" in result.stdout
 
 
-def test_predict_says_which_checkpoint_it_used(trained, tiny_mnist_dir, capsys, caplog):
+def test_predict_says_which_checkpoint_it_used(small_model, tiny_mnist_dir, no_verify, capsys, caplog):
     caplog.set_level(logging.INFO)
-    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "0")
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir),
+                               "0")
     assert status == 0
-    assert f"Loaded {trained / 'model.ckpt-20.pt'} (global step 20" in caplog.text
+    checkpoint = small_model / f"model.ckpt-{SMALL_MODEL_STEPS}.pt"
+    assert f"Loaded {checkpoint} (global step {SMALL_MODEL_STEPS}" in caplog.text
 
 
 # -- progress ------------------------------------------------------------------------------------
 
 # The CLI in a process of its own (logging set up as a user gets it), except that the synthetic
 # files skip the MD5 check, as no_verify does in-process.
-CLI_PROGRAM = ("import pathlib, sys; import cnn_mnist.data.datasets as d; "
-               "d.ensure_mnist = lambda data_dir, **kw: pathlib.Path(data_dir); "
-               "from cnn_mnist.cli import main; sys.exit(main(sys.argv[1:]))")
+CLI_PROGRAM = f"import sys; {SKIP_MD5_CHECK}; from cnn_mnist.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def run_cli_process(*argv, terminal=False) -> tuple[int, str, str]:
@@ -483,32 +465,29 @@ def test_the_default_model_dir_is_named_as_relative_to_the_current_folder(tmp_pa
                    f"--model-dir runs/mnist_convnet_model is relative to the current folder ({tmp_path})")
 
 
-def test_serve_ports_and_hosts_it_cannot_listen_on(trained, monkeypatch, capsys):
+def test_serve_ports_and_hosts_it_cannot_listen_on(small_model, monkeypatch, capsys):
     pytest.importorskip("uvicorn")
     import socket
 
     for port, message in (("99999", "must be a TCP port, 0-65535"), ("-1", "must be a TCP port"),
                           ("http", "not a number")):
-        one_line_error(capsys, ["serve", "--model-dir", str(trained), "--port", port], message, status=2)
+        one_line_error(capsys, ["serve", "--model-dir", str(small_model), "--port", port], message, status=2)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        one_line_error(capsys, ["serve", "--model-dir", str(trained), "--port", str(port)],
+        one_line_error(capsys, ["serve", "--model-dir", str(small_model), "--port", str(port)],
                        f"cannot listen on 127.0.0.1:{port}: port {port} is in use by another program")
     def no_such_host(*args, **kwargs):  # the resolver's answer, without asking a DNS server
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
-    one_line_error(capsys, ["serve", "--model-dir", str(trained), "--host", "no-such-host.invalid"],
+    one_line_error(capsys, ["serve", "--model-dir", str(small_model), "--host", "no-such-host.invalid"],
                    "cannot listen on --host 'no-such-host.invalid': unknown host (Name or service not known)")
 
 
-def test_a_source_dir_that_is_missing_is_an_error_even_with_the_data_cached(tmp_path, tiny_mnist_dir, monkeypatch,
+def test_a_source_dir_that_is_missing_is_an_error_even_with_the_data_cached(tmp_path, tiny_mnist_dir, no_verify,
                                                                             capsys):
-    from cnn_mnist.data import download
-
-    monkeypatch.setattr(download, "verify_file", lambda path, md5: True)  # the tiny files count as cached
     assert main(["download", "--data-dir", str(tiny_mnist_dir)]) == 0
     assert capsys.readouterr().out.strip() == f"MNIST is ready in {tiny_mnist_dir}"
     one_line_error(capsys, ["download", "--data-dir", str(tiny_mnist_dir), "--source-dir", str(tmp_path / "nope")],
@@ -530,8 +509,8 @@ def test_a_data_dir_that_cannot_be_created(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("command", ["report", "export"])
-def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, tiny_mnist_dir, tmp_path, monkeypatch,
-                                                           capsys):
+def test_outputs_that_cannot_be_written_fail_before_any_work(command, small_model, tiny_mnist_dir, no_verify, tmp_path,
+                                                           monkeypatch, capsys):
     import cnn_mnist.use.export
     import cnn_mnist.use.report
 
@@ -541,7 +520,7 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, t
     monkeypatch.setattr(cnn_mnist.use.report, "evaluate_test_set", expensive)
     monkeypatch.setattr(cnn_mnist.use.export, "Predictor", expensive)
     (tmp_path / "notes.txt").write_text("a file")
-    base = [command, "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]
+    base = [command, "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir)]
     inside_a_file = tmp_path / "notes.txt" / ("report" if command == "report" else "model.onnx")
     expected = (f"--output {inside_a_file} is inside {tmp_path / 'notes.txt'}, which is a file" if command == "report"
                 else f"--output {inside_a_file} cannot be written: {tmp_path / 'notes.txt'} is a file")
@@ -556,15 +535,16 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(command, trained, t
                        f"--output {tmp_path / 'notes.txt'} is a file")
 
 
-def test_export_takes_its_format_from_the_output_name(trained, tiny_mnist_dir, tmp_path, capsys):
+def test_export_takes_its_format_from_the_output_name(small_model, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    status, out, _ = run_cli(capsys, "export", "--model-dir", str(trained), "--output", str(tmp_path / "w.safetensors"),
-                             "--json")
+    status, out, _ = run_cli(capsys, "export", "--model-dir", str(small_model), "--output",
+                             str(tmp_path / "w.safetensors"), "--json")
     result = json.loads(out)
     assert status == 0 and result["format"] == "safetensors" and result["path"] == str(tmp_path / "w.safetensors")
-    assert result["checkpoint"] == "model.ckpt-20.pt" and "conv1.weight" in load_file(tmp_path / "w.safetensors")
-    one_line_error(capsys, ["export", "--model-dir", str(trained), "--format", "onnx", "--output",
+    assert result["checkpoint"] == f"model.ckpt-{SMALL_MODEL_STEPS}.pt"
+    assert "conv1.weight" in load_file(tmp_path / "w.safetensors")
+    one_line_error(capsys, ["export", "--model-dir", str(small_model), "--format", "onnx", "--output",
                             str(tmp_path / "w.safetensors")], "--format onnx but --output")
 
 
@@ -650,10 +630,7 @@ def test_help_matches_its_snapshot(command, monkeypatch, capsys):
 
 
 def test_an_unknown_flag_points_to_its_commands_help(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--bogus"])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2
+    err = one_line_error(capsys, ["train", "--bogus"], "--bogus", status=2)
     assert err == "cnn-mnist: error: train: unrecognized arguments: --bogus (see: cnn-mnist train --help)"
 
 
@@ -669,34 +646,34 @@ def test_verbose_turns_on_this_packages_debug_lines_only(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_log_lines_say_what_the_command_does(trained, tiny_mnist_dir, tmp_path, capsys, caplog):
+def test_log_lines_say_what_the_command_does(small_model_copy, tiny_mnist_dir, no_verify, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)
-    assert main(["evaluate", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir)]) == 0
-    assert "Saving dict for global step 20" in caplog.text and "Using config" not in caplog.text
+    assert main(["evaluate", "--model-dir", str(small_model_copy), "--data-dir", str(tiny_mnist_dir)]) == 0
+    assert f"Saving dict for global step {SMALL_MODEL_STEPS}" in caplog.text and "Using config" not in caplog.text
     caplog.clear()
-    assert main(["report", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir), "--output",
+    assert main(["report", "--model-dir", str(small_model_copy), "--data-dir", str(tiny_mnist_dir), "--output",
                  str(tmp_path / "report")]) == 0
-    assert "Evaluated for global step 20" in caplog.text
+    assert f"Evaluated for global step {SMALL_MODEL_STEPS}" in caplog.text
     assert "Saving dict" not in caplog.text and "Using config" not in caplog.text
     capsys.readouterr()
 
 
-def test_export_refuses_a_suffix_it_cannot_read_a_format_from(trained, tmp_path, capsys):
-    one_line_error(capsys, ["export", "--model-dir", str(trained), "--output", str(tmp_path / "weights.bin")],
+def test_export_refuses_a_suffix_it_cannot_read_a_format_from(small_model, tmp_path, capsys):
+    one_line_error(capsys, ["export", "--model-dir", str(small_model), "--output", str(tmp_path / "weights.bin")],
                    "cannot tell the format from --output")
 
 
-def test_predict_prints_no_table_when_every_input_failed(trained, tmp_path, capsys):
-    status, out, err = run_cli(capsys, "predict", "--model-dir", str(trained), str(tmp_path / "missing.png"))
+def test_predict_prints_no_table_when_every_input_failed(small_model, tmp_path, capsys):
+    status, out, err = run_cli(capsys, "predict", "--model-dir", str(small_model), str(tmp_path / "missing.png"))
     assert status == 1 and out == "" and "missing.png: file not found" in err
 
 
-def test_ctrl_c_stops_serve_cleanly(trained, monkeypatch, capsys):
+def test_ctrl_c_stops_serve_cleanly(small_model, monkeypatch, capsys):
     uvicorn = pytest.importorskip("uvicorn")
 
     def stopped_by_ctrl_c(self, sockets):
         raise KeyboardInterrupt  # what uvicorn does after its own shutdown on SIGINT
 
     monkeypatch.setattr(uvicorn.Server, "run", stopped_by_ctrl_c)
-    assert main(["serve", "--model-dir", str(trained), "--port", "0"]) == 0
+    assert main(["serve", "--model-dir", str(small_model), "--port", "0"]) == 0
     assert capsys.readouterr().err == ""

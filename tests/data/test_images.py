@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from helpers import draw_digit, encode
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
@@ -30,16 +31,9 @@ def draw_seven(size=(280, 280), box=None, ink=BLACK, paper=WHITE, mode="RGB", pe
     left, top = (width - digit_height * 2 / 3) / 2, (height - digit_height) / 2
     left, top, right, bottom = box or (left, top, left + digit_height * 2 / 3, top + digit_height)
     pen = pen or max(1, round(0.12 * (bottom - top)))
-    image = Image.new(mode, size, paper)
-    ImageDraw.Draw(image).line([(left, top + pen / 2), (right, top + pen / 2), (left + 0.35 * (right - left), bottom)],
-                               fill=ink, width=pen, joint="curve")
-    return image
-
-
-def encode(image: Image.Image, format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format, **options)
-    return buffer.getvalue()
+    stroke = [(left, top + pen / 2), (right, top + pen / 2), (left + 0.35 * (right - left), bottom)]
+    return draw_digit([[(x / width, y / height) for x, y in stroke]], size=size, width=pen, ink=ink, paper=paper,
+                      mode=mode)
 
 
 def center_of_mass(pixels: np.ndarray) -> tuple[float, float]:
@@ -115,8 +109,7 @@ def test_a_digit_anywhere_in_the_frame(box, reference):
 
 
 def test_a_tall_narrow_digit_keeps_its_aspect_ratio():
-    image = Image.new("L", (200, 200), 255)
-    ImageDraw.Draw(image).line([(100, 20), (100, 180)], fill=0, width=16)  # a '1'
+    image = draw_digit([[(0.5, 0.1), (0.5, 0.9)]], size=200, width=16)  # a '1'
     pixels = prepare_image(image)
     rows, cols = np.nonzero(pixels)
     assert rows.max() - rows.min() + 1 == 20 and cols.max() - cols.min() + 1 <= 3

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers import one_line_error
 
 from cnn_mnist import Estimator, RunConfig
 from cnn_mnist.cli import main
@@ -72,9 +73,9 @@ def test_every_command_takes_device_and_refuses_a_malformed_one(command, capsys)
 def test_an_absent_device_is_one_line_on_stderr_before_any_work(command, tmp_path, capsys):
     (tmp_path / "model").mkdir()
     extra = ["0"] if command == "predict" else []
-    assert main([command, "--device", "cuda", "--model-dir", str(tmp_path / "model"), *extra]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cnn-mnist: error: --device cuda: ") and "\n" not in err
+    err = one_line_error(capsys, [command, "--device", "cuda", "--model-dir", str(tmp_path / "model"), *extra],
+                         "--device cuda: ")
+    assert err.startswith("cnn-mnist: error: --device cuda: ")
 
 
 @requires_no_gpu

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zlib
@@ -10,50 +9,28 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_digits
-from PIL import Image, ImageDraw
+from helpers import SEVEN, draw_digit, draw_png
 
 from cnn_mnist.cli import main
 from cnn_mnist.data.images import prepare_image, prepare_pixels
-from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import DataError, ImageError, ImageTooLargeError
-from cnn_mnist.training.config import RunConfig
-from cnn_mnist.training.estimator import Estimator
 from cnn_mnist.use import answers
 from cnn_mnist.use.predictor import Prediction
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("answers") / "model"
-    images, labels = make_digits(200, seed=5)
-    Estimator(model_dir=model_dir, config=RunConfig(seed=0)).train(
-        numpy_input_fn(torch.from_numpy(images), torch.from_numpy(labels).long(), batch_size=50, num_epochs=None),
-        max_steps=5)
-    return model_dir
-
-
-def seven_png() -> bytes:
-    image = Image.new("L", (120, 160), 255)
-    ImageDraw.Draw(image).line([(20, 20), (100, 20), (45, 145)], fill=0, width=12)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
-def test_the_cli_and_the_service_answer_a_picture_with_the_same_row(trained, tmp_path, capsys):
+def test_the_cli_and_the_service_answer_a_picture_with_the_same_row(small_model, tmp_path, capsys):
     pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
     from fastapi.testclient import TestClient
 
     from cnn_mnist.use.service import create_app
 
     picture = tmp_path / "seven.png"
-    picture.write_bytes(seven_png())
+    picture.write_bytes(draw_png(SEVEN, size=(120, 160), width=12))
     blank = tmp_path / "blank.png"
-    Image.new("L", (50, 50), 255).save(blank)
-    assert main(["predict", str(picture), str(blank), "--model-dir", str(trained), "--json"]) == 0
+    draw_digit([], size=50).save(blank)
+    assert main(["predict", str(picture), str(blank), "--model-dir", str(small_model), "--json"]) == 0
     by_cli = json.loads(capsys.readouterr().out)["predictions"]
-    client = TestClient(create_app(trained))
+    client = TestClient(create_app(small_model))
     by_service = [client.post("/v1/predict", content=path.read_bytes(),
                               headers={"content-type": "image/png"}).json()["predictions"][0]
                   for path in (picture, blank)]

@@ -1,9 +1,12 @@
 """Ensembles: several models' probabilities averaged, in the library and through the CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+from conftest import SMALL_MODEL_STEPS, SMALL_MODEL_TRAIN
+from helpers import md5_check_skipped, one_line_error
 
 from cnn_mnist.cli import main
 from cnn_mnist.data.datasets import load_mnist
@@ -11,24 +14,18 @@ from cnn_mnist.errors import ConfigError
 from cnn_mnist.use.ensemble import Ensemble
 from cnn_mnist.use.predictor import Predictor
 
-FAST = ["--steps", "15", "--optimizer", "adam", "--log-probabilities-every", "0", "--eval-every", "0", "-q"]
-
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory, tiny_mnist_dir):
-    import cnn_mnist.data.datasets
-
-    original = cnn_mnist.data.datasets.ensure_mnist
-    cnn_mnist.data.datasets.ensure_mnist = lambda data_dir, **kw: data_dir  # the synthetic files skip the MD5 check
-    try:
-        dirs = []
-        for seed in (0, 1, 2):
+def members(small_model, tmp_path_factory, tiny_mnist_dir):
+    """Three models trained as the small model was, with seeds 0 (the small model, copied: evaluate
+    writes into its directory), 1 and 2."""
+    dirs = [shutil.copytree(small_model, tmp_path_factory.mktemp("member0") / "model")]
+    with md5_check_skipped():
+        for seed in (1, 2):
             model_dir = tmp_path_factory.mktemp(f"member{seed}")
-            assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
-                         "--seed", str(seed), *FAST]) == 0
+            assert main(["train", "-q", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir),
+                         "--seed", str(seed), *SMALL_MODEL_TRAIN]) == 0
             dirs.append(model_dir)
-    finally:
-        cnn_mnist.data.datasets.ensure_mnist = original
     return dirs
 
 
@@ -53,7 +50,7 @@ def test_ensemble_evaluation_scores_the_mean_and_each_member(members, test_split
     assert results["accuracy"] == pytest.approx((mean.argmax(axis=1) == labels).mean())
     assert results["loss"] == pytest.approx(-np.log(mean[np.arange(len(labels)), labels]).mean(), rel=1e-4, abs=1e-7)
     assert [m["model_dir"] for m in results["members"]] == [str(d) for d in members]
-    assert all(m["global_step"] == 15 for m in results["members"])
+    assert all(m["global_step"] == SMALL_MODEL_STEPS for m in results["members"])
 
 
 def test_one_member_scores_as_evaluate_does(members, tiny_mnist_dir, no_verify, capsys):
@@ -72,7 +69,7 @@ def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_di
     assert len(results["members"]) == 3 and 0 <= results["accuracy"] <= 1
     assert main(["predict", "--json", "-q", *flags, "--data-dir", str(tiny_mnist_dir), "0", "1"]) == 0
     predicted = json.loads(capsys.readouterr().out)
-    assert predicted["global_steps"] == [15, 15, 15]
+    assert predicted["global_steps"] == [SMALL_MODEL_STEPS] * 3
     test = load_mnist(tiny_mnist_dir, download=False).test
     expected = Ensemble(members).predict(test.images[:2])
     assert [row["class"] for row in predicted["predictions"]] == expected.classes.tolist()
@@ -81,7 +78,6 @@ def test_cli_evaluate_and_predict_take_several_model_dirs(members, tiny_mnist_di
 def test_a_member_named_twice_or_missing_is_a_one_line_error(members, tiny_mnist_dir, no_verify, capsys, tmp_path):
     with pytest.raises(ConfigError, match="named twice"):
         Ensemble([members[0], members[0]])
-    assert main(["evaluate", "--model-dir", str(members[0]), "--model-dir", str(tmp_path / "nope"),
-                 "--data-dir", str(tiny_mnist_dir)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("cnn-mnist: error: model directory") and "does not exist" in err[-1]
+    err = one_line_error(capsys, ["evaluate", "--model-dir", str(members[0]), "--model-dir", str(tmp_path / "nope"),
+                                  "--data-dir", str(tiny_mnist_dir)], "does not exist")
+    assert err.startswith("cnn-mnist: error: model directory")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnn_mnist import Estimator, ModelParams, load_mnist, numpy_input_fn
+from cnn_mnist import load_mnist
 from cnn_mnist.use.explain import ATTRIBUTION_TOLERANCE, explain, quantize, to_json
 from cnn_mnist.use.predictor import Predictor
 
@@ -19,12 +19,8 @@ pytest.importorskip("captum")
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_mnist_dir, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("explained")
-    mnist = load_mnist(tiny_mnist_dir, download=False)
-    Estimator(model_dir=model_dir, params=ModelParams(optimizer="adam")).train(
-        numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=50, num_epochs=None), max_steps=30)
-    return Predictor(model_dir)
+def predictor(small_model):
+    return Predictor(small_model)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
 """Export: ONNX and safetensors round trips from a small trained model, metadata, parity, and one-line errors."""
 
 import json
+import shutil
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_MODEL_STEPS as STEPS
+from helpers import md5_check_skipped, one_line_error
 
-from cnn_mnist import Estimator, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.cli import main
 from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.errors import ExportError, install_hint
@@ -18,8 +20,6 @@ from cnn_mnist.use.predictor import Predictor
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-STEPS = 20
-
 
 @pytest.fixture(scope="module")
 def mnist(tiny_mnist_dir):
@@ -27,16 +27,10 @@ def mnist(tiny_mnist_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, mnist):
-    """A model directory whose checkpoint carries a weight average, as the fast preset's does."""
-    model_dir = tmp_path_factory.mktemp("export") / "model"
-    estimator = Estimator(model_dir=model_dir, params=ModelParams(optimizer="adam", learning_rate=0.002,
-                                                                  ema_decay=0.9),
-                          config=RunConfig(save_checkpoints_steps=1000))
-    with torch.random.fork_rng():  # training seeds the global RNG
-        estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=20, num_epochs=None,
-                                       shuffle=True, seed=0), steps=STEPS)
-    return model_dir
+def trained(small_model, tmp_path_factory):
+    """The session's small model (its checkpoint carries a weight average, as the fast preset's
+    does), copied: export writes into the model directory."""
+    return shutil.copytree(small_model, tmp_path_factory.mktemp("export") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +40,7 @@ def predictor(trained):
 
 @pytest.fixture(scope="module")
 def exported(trained, tiny_mnist_dir):
-    with pytest.MonkeyPatch.context() as patch:  # accept the synthetic files (no canonical MD5)
-        patch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: data_dir)
+    with md5_check_skipped():
         return export.export_model(trained, "onnx", data_dir=tiny_mnist_dir, parity_images=250)
 
 
@@ -139,13 +132,6 @@ def test_a_corrupt_onnx_file_fails_the_parity_check(predictor, mnist, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
     with pytest.raises(ExportError, match="onnxruntime cannot load the exported model"):
         export.check_parity(tmp_path / "junk.onnx", predictor, mnist.test.images[:5])
-
-
-def one_line_error(capsys, argv, expected):
-    status = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert expected in err, err
 
 
 def test_cli_exports_both_formats(trained, tiny_mnist_dir, no_verify, tmp_path, capsys):

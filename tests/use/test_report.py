@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import md5_check_skipped, one_line_error
 from PIL import Image
 
 from cnn_mnist.cli import main
@@ -28,7 +29,8 @@ from cnn_mnist.use.report import (
     write_report,
 )
 
-# Ten plain-SGD steps leave the tiny model ~60% right: mistakes enough for a full 5x5 grid.
+# Ten plain-SGD steps leave the tiny model ~60% right: mistakes enough for a full 5x5 grid (the
+# session's small model, which the other modules share, gets every test image right).
 # --eval-every writes a validation curve: one point, at step 10, as each costs 5,000 images.
 TRAIN = ["--steps", "10", "--optimizer", "sgd", "--learning-rate", "0.02", "--eval-every", "10",
          "--log-probabilities-every", "0"]
@@ -40,8 +42,7 @@ PNGS = ("training_curves.png", "confusion_matrix.png", "mistakes.png", "reliabil
 def trained(tmp_path_factory, tiny_mnist_dir) -> Path:
     """A model trained once for the whole module (the no_verify fixture is per test)."""
     model_dir = tmp_path_factory.mktemp("report") / "model"
-    with pytest.MonkeyPatch.context() as patch, torch.random.fork_rng():
-        patch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
+    with md5_check_skipped(), torch.random.fork_rng():
         assert main(["train", "-q", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir), *TRAIN]) == 0
     return model_dir
 
@@ -50,8 +51,7 @@ def trained(tmp_path_factory, tiny_mnist_dir) -> Path:
 def report(trained, tiny_mnist_dir, tmp_path_factory) -> dict:
     """``cnn-mnist report --out DIR`` run once: its exit status, stdout and files."""
     out = tmp_path_factory.mktemp("report_out") / "out"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
+    with md5_check_skipped(), pytest.MonkeyPatch.context() as patch:
         stdout = io.StringIO()
         patch.setattr("sys.stdout", stdout)
         status = main(["report", "-q", "--model-dir", str(trained), "--data-dir", str(tiny_mnist_dir),
@@ -224,11 +224,10 @@ def test_filters_share_one_scale_symmetric_around_zero():
 
 def test_no_checkpoint_is_a_one_line_error(tmp_path, tiny_mnist_dir, no_verify, capsys):
     (tmp_path / "empty").mkdir()
-    for model_dir in (tmp_path / "empty", tmp_path / "missing"):
-        status = main(["report", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir)])
-        err = capsys.readouterr().err
-        assert status == 1
-        assert len(err.strip().splitlines()) == 1 and err.startswith("cnn-mnist: error:"), err
+    for model_dir, message in ((tmp_path / "empty", "no checkpoint in"), (tmp_path / "missing", "does not exist")):
+        err = one_line_error(capsys, ["report", "--model-dir", str(model_dir), "--data-dir", str(tiny_mnist_dir)],
+                             message)
+        assert err.startswith("cnn-mnist: error:"), err
     assert not (tmp_path / "empty" / "report").exists()
 
 

@@ -14,40 +14,27 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 
-from conftest import make_digits  # noqa: E402
+from conftest import SMALL_MODEL_STEPS, make_digits  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import ONE, SEVEN, one_line_error  # noqa: E402
+from helpers import draw_png as png  # noqa: E402
 
 from cnn_mnist.cli import build_parser, main  # noqa: E402
-from cnn_mnist.data.inputs import numpy_input_fn  # noqa: E402
 from cnn_mnist.errors import install_hint  # noqa: E402
-from cnn_mnist.model.config import ModelParams  # noqa: E402
-from cnn_mnist.training.config import RunConfig  # noqa: E402
-from cnn_mnist.training.estimator import Estimator  # noqa: E402
 from cnn_mnist.use.predictor import Predictor  # noqa: E402
 from cnn_mnist.use.service import MAX_IMAGES, create_app, running_server  # noqa: E402
 
 SMALL_LIMIT = 64 * 1024  # the body limit of the `limited` app
 
 
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory):
-    """A model trained for 20 Adam steps on the synthetic digits: enough to answer, not to read handwriting."""
-    model_dir = tmp_path_factory.mktemp("served") / "model"
-    images, labels = make_digits(1000, seed=3)
-    estimator = Estimator(model_dir=model_dir, params=ModelParams(optimizer="adam"), config=RunConfig(seed=0))
-    estimator.train(numpy_input_fn(torch.from_numpy(images), torch.from_numpy(labels).long(), batch_size=100,
-                                   num_epochs=None), max_steps=20)
-    return model_dir
-
-
 @pytest.fixture(scope="module")
-def predictor(trained_model_dir):
-    return Predictor(trained_model_dir)
+def predictor(small_model):
+    """The session's small model: enough to answer the synthetic digits, not to read handwriting."""
+    return Predictor(small_model)
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +53,6 @@ def server_url(predictor):
         yield url
 
 
-def png(strokes=(((0.5, 0.15), (0.5, 0.85)),), size=140, width=14, paper=255, ink=0, mode="L") -> bytes:
-    """A drawing as PNG bytes: each stroke a polyline in 0-1 coordinates."""
-    image = Image.new(mode, (size, size), paper)
-    draw = ImageDraw.Draw(image)
-    for stroke in strokes:
-        draw.line([(x * size, y * size) for x, y in stroke], fill=ink, width=width, joint="curve")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-SEVEN = (((0.2, 0.2), (0.8, 0.2), (0.45, 0.85)),)
 ZERO = (((0.5, 0.15), (0.75, 0.3), (0.75, 0.7), (0.5, 0.85), (0.25, 0.7), (0.25, 0.3), (0.5, 0.15)),)
 BLANK_PNG = png(strokes=())
 
@@ -108,14 +83,15 @@ def assert_prediction(row):
 def test_healthz_names_the_checkpoint(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "global_step": 20, "checkpoint": "model.ckpt-20.pt"}
+    assert response.json() == {"status": "ok", "global_step": SMALL_MODEL_STEPS,
+                               "checkpoint": f"model.ckpt-{SMALL_MODEL_STEPS}.pt"}
 
 
 def test_a_raw_png_body_is_prepared_and_classified(client):
     response = post_image(client, png(SEVEN))
     assert response.status_code == 200
     body = response.json()
-    assert body["global_step"] == 20 and body["checkpoint"] == "model.ckpt-20.pt"
+    assert body["global_step"] == SMALL_MODEL_STEPS and body["checkpoint"] == f"model.ckpt-{SMALL_MODEL_STEPS}.pt"
     (row,) = body["predictions"]
     assert row["input"] == "body" and "prepared" not in row
     assert_prediction(row)
@@ -134,7 +110,7 @@ def test_include_prepared_returns_what_the_network_saw(client, predictor):
 
 
 def test_multipart_files_keep_their_names_and_order(client):
-    images = [png(SEVEN), png(ZERO), png()]
+    images = [png(SEVEN), png(ZERO), png(ONE)]
     files = [("file", (f"d{i}.png", data, "image/png")) for i, data in enumerate(images)]
     rows = client.post("/v1/predict", files=files).json()["predictions"]
     assert [row["input"] for row in rows] == ["d0.png", "d1.png", "d2.png"]
@@ -333,13 +309,13 @@ def test_openapi_describes_every_request_body(client):
 # -- the command line -----------------------------------------------------------------------------
 
 
-def test_serve_binds_loopback_unless_told_otherwise(trained_model_dir, monkeypatch):
+def test_serve_binds_loopback_unless_told_otherwise(small_model, monkeypatch):
     import uvicorn
 
     bound = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: bound.append(sockets[0].getsockname()[0]))
-    assert main(["serve", "--model-dir", str(trained_model_dir), "--port", "0"]) == 0
-    assert main(["serve", "--model-dir", str(trained_model_dir), "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert main(["serve", "--model-dir", str(small_model), "--port", "0"]) == 0
+    assert main(["serve", "--model-dir", str(small_model), "--host", "0.0.0.0", "--port", "0"]) == 0
     assert bound == ["127.0.0.1", "0.0.0.0"]
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.max_body_bytes) == ("127.0.0.1", 8000, 4 * 1024 * 1024)
@@ -353,17 +329,14 @@ def test_serve_help_lists_its_flags(capsys):
         assert flag in help_text
 
 
-def test_serve_errors_are_one_line(tmp_path, trained_model_dir, monkeypatch, capsys):
-    assert main(["serve", "--model-dir", str(tmp_path / "missing")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+def test_serve_errors_are_one_line(tmp_path, small_model, monkeypatch, capsys):
+    one_line_error(capsys, ["serve", "--model-dir", str(tmp_path / "missing")], "does not exist")
     (tmp_path / "empty").mkdir()
-    assert main(["serve", "--model-dir", str(tmp_path / "empty"), "--port", "0"]) == 1
-    assert "no checkpoint" in capsys.readouterr().err
+    one_line_error(capsys, ["serve", "--model-dir", str(tmp_path / "empty"), "--port", "0"], "no checkpoint")
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the [serve] extra were not installed
     monkeypatch.delitem(sys.modules, "cnn_mnist.use.service")
-    assert main(["serve", "--model-dir", str(trained_model_dir)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.endswith(install_hint("serve")), err  # hints: tests/test_errors.py
+    err = one_line_error(capsys, ["serve", "--model-dir", str(small_model)], install_hint("serve"))
+    assert err.endswith(install_hint("serve")), err  # hints: tests/test_errors.py
 
 
 def test_the_cli_does_not_import_the_web_stack_until_serve():

@@ -4,18 +4,15 @@ test_web_site.py. ONNX Runtime Web comes from the npm registry once per machine 
 
 from __future__ import annotations
 
-import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image, ImageDraw
+from conftest import SMALL_MODEL_STEPS
+from helpers import draw_digit, encode, md5_check_skipped, one_line_error
+from PIL import Image
 
-from cnn_mnist import Estimator, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.cli import main
-from cnn_mnist.data.datasets import load_mnist
 from cnn_mnist.data.images import prepare_image
 from cnn_mnist.use import web, web_runtime
 from cnn_mnist.use.predictor import Predictor
@@ -33,48 +30,20 @@ STROKES = {
 
 
 def pad(strokes, width=0.065) -> np.ndarray:
-    """A drawing as the page hands it to the model: (280, 280, 4) uint8 RGBA, opaque."""
+    """A drawing as the page hands it to the model: (280, 280, 4) uint8 RGBA, opaque; the pen
+    ``width`` a fraction of the pad's side."""
     side = web.CANVAS_SIZE
-    image = Image.new("RGBA", (side, side), (0xFC, 0xF9, 0xF0, 255))
-    draw = ImageDraw.Draw(image)
-    for stroke in strokes:
-        draw.line([(x * side, y * side) for x, y in stroke], fill=(0x15, 0x18, 0x1E, 255), width=round(width * side),
-                  joint="curve")
+    image = draw_digit(strokes, size=side, width=round(width * side), ink=(0x15, 0x18, 0x1E, 255),
+                       paper=(0xFC, 0xF9, 0xF0, 255), mode="RGBA")
     return np.asarray(image).copy()
 
 
-def png(rgba: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(out, "PNG")
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
-def tiny_data(tiny_mnist_dir):
-    """The tiny synthetic MNIST, accepted without its canonical MD5s (as conftest's no_verify, for
-    the whole module): checked, it would be replaced by the real files under the other tests' feet."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("cnn_mnist.data.datasets.ensure_mnist", lambda data_dir, **kw: Path(data_dir))
-        yield tiny_mnist_dir
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data):
-    mnist = load_mnist(tiny_data)
-    model_dir = tmp_path_factory.mktemp("web") / "model"
-    estimator = Estimator(model_dir=model_dir, params=ModelParams(optimizer="adam", learning_rate=0.002),
-                          config=RunConfig(save_checkpoints_steps=1000))
-    with torch.random.fork_rng():
-        estimator.train(numpy_input_fn(mnist.train.images, mnist.train.labels, batch_size=20, num_epochs=None,
-                                       shuffle=True, seed=0), steps=30)
-    return model_dir
-
-
-@pytest.fixture(scope="module")
-def site(trained, tiny_data, tmp_path_factory):
+def site(small_model, tiny_mnist_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("site") / "digits"
-    status = main(["export", "--model-dir", str(trained), "--data-dir", str(tiny_data), "--output", str(folder),
-                   "--json"])
+    with md5_check_skipped():
+        status = main(["export", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir), "--output",
+                       str(folder), "--json"])
     assert status == 0
     return folder
 
@@ -88,7 +57,7 @@ def test_the_site_holds_the_page_the_model_and_the_runtime(site):
     assert 'data-backend="onnx"' in page and f"ONNX Runtime Web {web_runtime.VERSION}" in page
     assert "Content-Security-Policy" in page and "openapi.json" not in page  # no server to link to
     about = json.loads((site / "model.json").read_text())
-    assert about["global_step"] == 30 and about["canvas_size"] == 280
+    assert about["global_step"] == SMALL_MODEL_STEPS and about["canvas_size"] == 280
     assert np.asarray(about["filters"]["values"]).shape == (32, 5, 5)
 
 
@@ -103,14 +72,14 @@ def test_the_network_weights_are_float16_and_the_preparation_stays_float32(site)
 
 
 @pytest.mark.parametrize("name", STROKES)
-def test_the_site_model_prepares_and_answers_as_python_does(site, trained, name):
+def test_the_site_model_prepares_and_answers_as_python_does(site, small_model, name):
     drawing = pad(STROKES[name])
     session = ort.InferenceSession(str(site / "model.onnx"), providers=["CPUExecutionProvider"])
     prepared, no_digit, probabilities, conv1, *_ = session.run(None, {"drawing": drawing})
-    expected = prepare_image(png(drawing))  # what the CLI and the service make of the same drawing
+    expected = prepare_image(encode(Image.fromarray(drawing, "RGBA")))  # what the CLI and the service make of it
     assert np.abs(prepared.astype(int) - expected.astype(int)).max() <= 1
     assert not no_digit and conv1.shape == (32, 28, 28)
-    answer = Predictor(trained, device="cpu").predict(expected[None])
+    answer = Predictor(small_model, device="cpu").predict(expected[None])
     assert int(probabilities.argmax()) == int(answer.classes[0])
     assert np.abs(probabilities - answer.probabilities[0]).max() < 1e-3  # float16 weights
 
@@ -122,15 +91,9 @@ def test_a_blank_pad_is_no_digit(site):
     assert bool(no_digit) and np.isfinite(probabilities).all()
 
 
-def one_line_error(capsys, argv, expected):
-    status = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert expected in err, err
-
-
-def test_bad_outputs_model_dirs_and_runtimes_are_one_line_errors(trained, tiny_data, tmp_path, capsys):
-    base = ["export", "--model-dir", str(trained), "--data-dir", str(tiny_data)]
+def test_bad_outputs_model_dirs_and_runtimes_are_one_line_errors(small_model, tiny_mnist_dir, no_verify, tmp_path,
+                                                                 capsys):
+    base = ["export", "--model-dir", str(small_model), "--data-dir", str(tiny_mnist_dir)]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     one_line_error(capsys, [*base, "--format", "web", "--output", str(tmp_path / "full")],
