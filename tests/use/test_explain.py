@@ -59,23 +59,37 @@ def test_every_stage_is_what_the_layers_compute(predictor, digit):
 def test_the_tiles_hold_the_stages_quantised_to_their_range(predictor, digit):
     answer = to_json(explain(predictor, digit))
     expected = by_hand(predictor.network, digit)
-    for stage in answer["stages"]:
-        assert stage["tile"].startswith("data:image/png;base64,")
-        sheet = np.asarray(Image.open(io.BytesIO(base64.b64decode(stage["tile"].split(",", 1)[1]))))
-        maps = expected[stage["name"]].numpy()
+    for stage in answer.stages:
+        assert stage.tile.startswith("data:image/png;base64,")
+        sheet = np.asarray(Image.open(io.BytesIO(base64.b64decode(stage.tile.split(",", 1)[1]))))
+        maps = expected[stage.name].numpy()
         if maps.ndim == 1:
             maps = maps.reshape(1, 16, 64)
         count, height, width = maps.shape
-        columns = stage["columns"]
+        columns = stage.columns
         assert sheet.shape == (-(-count // columns) * height, columns * width)
-        assert stage["min"] == pytest.approx(maps.min(), abs=1e-4)
-        assert stage["max"] == pytest.approx(maps.max(), rel=1e-4)
+        assert stage.min == pytest.approx(maps.min(), abs=1e-4)
+        assert stage.max == pytest.approx(maps.max(), rel=1e-4)
         tiles = np.stack([sheet[(i // columns) * height:(i // columns + 1) * height,
                                 (i % columns) * width:(i % columns + 1) * width] for i in range(count)])
-        difference = np.abs(tiles.astype(int) - quantize(maps, stage["min"], stage["max"]).astype(int))
-        assert difference.max() <= 1, stage["name"]  # the last level of rounding, no more
-    dense = next(s for s in answer["stages"] if s["name"] == "dense")
-    assert dense["top_units"][0] == int(np.argmax(expected["dense"].numpy()))
+        difference = np.abs(tiles.astype(int) - quantize(maps, stage.min, stage.max).astype(int))
+        assert difference.max() <= 1, stage.name  # the last level of rounding, no more
+    dense = next(s for s in answer.stages if s.name == "dense")
+    assert dense.top_units[0] == int(np.argmax(expected["dense"].numpy()))
+    assert all(s.top_units is None for s in answer.stages if s.name != "dense")
+
+
+def test_the_json_shape_holds_the_explanation(predictor, digit):
+    explanation = explain(predictor, digit)
+    answer = to_json(explanation, "test[3]")
+    assert (answer.input, answer.no_digit, answer.class_, answer.runner_up) == (
+        "test[3]", False, explanation.predicted, explanation.runner_up)
+    np.testing.assert_array_equal(answer.prepared, digit)  # uint8 in, the same uint8 out
+    np.testing.assert_allclose(answer.probabilities, explanation.probabilities, atol=5e-7)
+    np.testing.assert_allclose(answer.attribution.values, explanation.attribution, atol=5e-7)
+    assert answer.attribution.logit_difference == pytest.approx(explanation.logit_difference, abs=1e-6)
+    assert np.shape(answer.filters.values) == (32, 5, 5)
+    assert answer.filters.max_abs == pytest.approx(np.abs(explanation.filters).max(), abs=1e-5)
 
 
 def test_the_attribution_adds_up_to_the_logit_difference_from_a_blank_image(predictor, digit):

@@ -1,8 +1,10 @@
 """The HTTP service: every input kind, every bad input as a 4xx, concurrency, the page's files,
-the CLI around it, and schema-driven fuzzing that must never see a 5xx."""
+the CLI around it, answers checked against their response models, and schema-driven fuzzing that
+must never see a 5xx or an answer its schema does not describe."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -334,14 +336,15 @@ def test_serve_errors_are_one_line(tmp_path, small_model, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
     one_line_error(capsys, ["serve", "--model-dir", str(tmp_path / "empty"), "--port", "0"], "no checkpoint")
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the [serve] extra were not installed
-    monkeypatch.delitem(sys.modules, "cnn_mnist.use.service")
+    for name in [name for name in sys.modules if name.startswith("cnn_mnist.use.service")]:
+        monkeypatch.delitem(sys.modules, name)  # the package and its modules, imported again
     err = one_line_error(capsys, ["serve", "--model-dir", str(small_model)], install_hint("serve"))
     assert err.endswith(install_hint("serve")), err  # hints: tests/test_errors.py
 
 
 def test_the_cli_does_not_import_the_web_stack_until_serve():
     code = ("import sys; from cnn_mnist.cli import build_parser; build_parser().format_help(); "
-            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))")
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -365,6 +368,33 @@ def test_explain_answers_an_image_with_every_stage_and_the_attribution(client, p
     assert np.shape(row["filters"]["values"]) == (32, 5, 5)
 
 
+def test_an_explanation_is_sent_as_explain_builds_it(client, predictor):
+    pytest.importorskip("captum")
+    from cnn_mnist.data.images import prepare_image
+    from cnn_mnist.use.explain import explain, to_json
+    from pydantic import TypeAdapter
+
+    (row,) = client.post("/v1/explain", content=GOOD, headers={"content-type": "image/png"}).json()["explanations"]
+    expected = to_json(explain(predictor, prepare_image(GOOD)), "body")
+    sent = TypeAdapter(type(expected)).dump_python(expected, mode="json", by_alias=True, exclude_none=True)
+    assert row == sent and list(row) == list(sent)  # the same keys, in the same order
+    assert "top_units" not in row["stages"][0] and "top_units" in row["stages"][-1]  # only dense names them
+
+
+def test_an_answer_that_drifts_from_its_model_is_a_500_never_sent(predictor, monkeypatch):
+    pytest.importorskip("captum")
+    from cnn_mnist.use import answers
+    from cnn_mnist.use.service import routes
+
+    client = TestClient(create_app(predictor=predictor), raise_server_exceptions=False)
+    predict = answers.predict
+    monkeypatch.setattr(answers, "predict", lambda *args: [{**row, "colour": "red"} for row in predict(*args)])
+    assert post_image(client, GOOD).status_code == 500  # a key the schema does not describe
+    to_json = routes.to_json
+    monkeypatch.setattr(routes, "to_json", lambda *args: dataclasses.replace(to_json(*args), class_="seven"))
+    assert client.post("/v1/explain", content=GOOD, headers={"content-type": "image/png"}).status_code == 500
+
+
 def test_explain_has_predicts_limits_and_errors(client):
     blank = client.post("/v1/explain", content=BLANK_PNG, headers={"content-type": "image/png"}).json()
     assert blank["explanations"][0]["no_digit"] is True and "no digit" in blank["explanations"][0]["detail"]
@@ -379,13 +409,16 @@ def test_explain_has_predicts_limits_and_errors(client):
 
 
 @pytest.mark.parametrize(("path", "examples"), [("/v1/predict", 250), ("/v1/explain", 60)])
-def test_no_fuzzed_request_is_answered_with_a_5xx(predictor, path, examples):
-    """Requests drawn from /openapi.json, valid and invalid, in every content type it lists."""
+def test_fuzzed_requests_get_no_5xx_and_answers_their_schema_describes(predictor, path, examples):
+    """Requests drawn from /openapi.json, valid and invalid, in every content type it lists; every
+    answer, 2xx or 4xx, has a status, content type and body the schema documents."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
 
     images = st.one_of(st.binary(max_size=300), st.just(GOOD), st.just(BLANK_PNG), st.just(huge_png_header()),
                        st.integers(1, len(GOOD) - 1).map(lambda cut: GOOD[:cut]),
@@ -403,7 +436,8 @@ def test_no_fuzzed_request_is_answered_with_a_5xx(predictor, path, examples):
     def fuzz(case):
         response = case.call()
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                                 content_type_conformance, response_schema_conformance])
 
     fuzz()
     assert all(status < 500 for status in statuses)

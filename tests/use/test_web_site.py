@@ -17,6 +17,7 @@ from PIL import Image
 from test_page_browser import ARTIFACTS, DIGITS, VIEWPORTS, browser, draw, page_model_dir  # noqa: F401  (fixtures)
 
 from cnn_mnist.data.images import prepare_image
+from cnn_mnist.use.explain import STAGE_LABELS, ImageExplanation
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -96,6 +97,28 @@ def test_drawn_digits_get_pythons_pixels_and_onnxruntimes_answer(browser, base_u
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= VIEWPORTS[viewport]["width"], f"{viewport}: the page scrolls sideways ({width}px)"
     assert refused == [] and errors == []
+    page.context.close()
+
+
+def test_the_pages_explanation_has_the_shape_the_service_sends(browser, base_url):  # noqa: F811
+    """The explanation the page computes in the browser, against the JSON schema of
+    explain.ImageExplanation, the shape /v1/explain sends: a key added, dropped or retyped on
+    either side fails it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    pydantic = pytest.importorskip("pydantic")
+    schema = pydantic.TypeAdapter(ImageExplanation).json_schema()
+    page, _, errors = open_site(browser, base_url, "desktop")
+    draw(page, DIGITS["7"])
+    last_answer(page)
+    explanation = page.evaluate("window.cnnMnistLast.explanation")
+    jsonschema.validate(explanation, schema)
+    assert explanation["class"] == 7 and [stage["name"] for stage in explanation["stages"]] == list(STAGE_LABELS)
+    assert explanation["logits"] is None and explanation["attribution"] is None  # no logits or gradients here
+    for drifted in ({**explanation, "colour": "red"}, {k: v for k, v in explanation.items() if k != "filters"},
+                    {**explanation, "prepared": "pixels"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(drifted, schema)
+    assert errors == []
     page.context.close()
 
 

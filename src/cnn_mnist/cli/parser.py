@@ -24,6 +24,7 @@ from cnn_mnist.model.config import ModelParams
 from cnn_mnist.training.config import RunConfig, TrainConfig
 from cnn_mnist.training.presets import PRESETS
 from cnn_mnist.use.robustness import DEFAULT_IMAGES
+from cnn_mnist.use.service.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from cnn_mnist.version import __version__
 
 # train's settings, in the order --help lists them: (title, dataclass, flag prefix, where in TrainConfig)
@@ -356,10 +357,10 @@ def _serve(subparsers):
     sub = _command(subparsers, "serve", "answer POST /v1/predict over HTTP and serve a draw-a-digit page at /",
                    json_help=None)
     _model_dir(sub)
-    sub.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
-    sub.add_argument("--port", type=port_number, default=8000, help="TCP port, 0-65535; 0 picks a free one "
-                     "(default: 8000)")
-    sub.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N",
-                     help="refuse request bodies over N bytes with 413 (default: 4194304)")
+    sub.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this "
+                     "machine only; 0.0.0.0 for every interface)")
+    sub.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port, 0-65535; 0 picks a free one "
+                     f"(default: {DEFAULT_PORT})")
+    sub.add_argument("--max-body-bytes", type=positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+                     help=f"refuse request bodies over N bytes with 413 (default: {DEFAULT_MAX_BODY_BYTES})")
     _device(sub)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -107,7 +108,111 @@ def integrated_gradients(network: torch.nn.Module, x: torch.Tensor, towards: int
     return attribution[0, 0].detach().float().cpu().numpy(), float(delta[0])
 
 
-# -- the compact form /v1/explain returns ------------------------------------------------------------
+# -- an explanation's JSON shape: /v1/explain's answers and the static site's page --------------------
+# Written once, as plain dataclasses (pydantic comes only with the serve extra): ``to_json`` fills
+# them, the service sends them as its response model (and checks every one it sends), and the static
+# site's page builds the same object in the browser, which its test checks against their JSON schema.
+
+
+def _json_name(field: str) -> str:
+    """A field's JSON key: its name, less the underscore that keeps ``class_`` off the keyword."""
+    return field.removesuffix("_")
+
+
+# What pydantic makes of these dataclasses where the service or a test reads them; nothing else reads it.
+JSON_SHAPE = {
+    "alias_generator": _json_name,
+    "populate_by_name": True,  # an instance is revalidated by its fields' own names
+    "extra": "forbid",  # a key the shape does not name is a mismatch, not something to ignore
+    "revalidate_instances": "always",  # the service checks each explanation it built, not only the ones it read
+    "use_attribute_docstrings": True,  # each field's docstring describes it in /openapi.json
+}
+
+
+@dataclass(frozen=True)
+class ExplainStage:
+    """One stage's maps as a greyscale PNG tile sheet: 0-255 spans the stage's min..max, one scale for
+    all its maps."""
+
+    __pydantic_config__ = JSON_SHAPE
+
+    name: str
+    """conv1, pool1, conv2, pool2 or dense"""
+    label: str
+    """the tutorial's name and shape, e.g. 'conv1 + ReLU [batch, 28, 28, 32]'"""
+    shape: list[int]
+    """(channels, height, width), or (units,) for dense"""
+    columns: int
+    """maps per row of the tile sheet (dense: one 16x64 strip)"""
+    tile: str
+    """the maps as one greyscale PNG tile sheet, a data: URL"""
+    min: float
+    """the value drawn as 0"""
+    max: float
+    """the value drawn as 255"""
+    top_units: list[int] | None = None
+    """dense only: the most active units, most first"""
+
+
+@dataclass(frozen=True)
+class ExplainAttribution:
+    """Integrated gradients from a blank image, per pixel."""
+
+    __pydantic_config__ = JSON_SHAPE
+
+    towards: int
+    """the predicted digit: positive values pushed towards it"""
+    against: int
+    """the runner-up: negative values pushed towards it"""
+    values: list[list[float]]
+    """28x28 integrated gradients of logit[towards] - logit[against]"""
+    max_abs: float
+    """the largest absolute value"""
+    logit_difference: float
+    """logit[towards] - logit[against] at this digit"""
+    completeness_gap: float
+    """sum(values) minus that difference less a blank image's"""
+
+
+@dataclass(frozen=True)
+class ExplainFilters:
+    """conv1's kernels, the ones slid over the input."""
+
+    __pydantic_config__ = JSON_SHAPE
+
+    values: list[list[list[float]]]
+    """32 5x5 kernels"""
+    max_abs: float
+    """the largest absolute weight"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageExplanation:
+    """What the network makes of one image with a digit in it. The static site's page computes it
+    without ``logits`` (its graph ends in the softmax) or ``attribution`` (which needs gradients)."""
+
+    __pydantic_config__ = JSON_SHAPE
+
+    input: str
+    """the image's name, as in /v1/predict ('drawing' on the static site's page)"""
+    no_digit: Literal[False] = False
+    """false: a blank image is answered as /v1/predict answers it"""
+    class_: int
+    """the predicted digit"""
+    runner_up: int
+    """the second most probable digit"""
+    probabilities: list[float]
+    """softmax probability of each digit 0-9"""
+    logits: list[float] | None
+    """the network's output for each digit 0-9, before the softmax"""
+    stages: list[ExplainStage]
+    """conv1, pool1, conv2, pool2 and dense, in the network's order"""
+    attribution: ExplainAttribution | None
+    """which pixels pushed the answer towards the predicted digit, and which towards the runner-up"""
+    filters: ExplainFilters
+    """conv1's 32 5x5 kernels"""
+    prepared: list[list[int]]
+    """the 28x28 uint8 input the network saw"""
 
 
 def tile_sheet(maps: np.ndarray, columns: int = TILE_COLUMNS) -> tuple[bytes, float, float]:
@@ -129,35 +234,41 @@ def quantize(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.rint((values - low) * (255.0 / (high - low))).clip(0, 255).astype(np.uint8)
 
 
-def to_json(explanation: Explanation, top_units: int = 8) -> dict:
-    """The explanation as /v1/explain returns it: each stage's maps as a base64 PNG tile sheet with
-    its value range, the dense units as a strip (and the most active ones), the attribution and
-    conv1's filters as numbers."""
-    stages = []
-    for stage in explanation.stages:
-        maps = stage.maps if stage.maps.ndim == 3 else stage.maps.reshape(1, 16, -1)  # 1024 -> a 16x64 strip
-        png, low, high = tile_sheet(maps, columns=TILE_COLUMNS if stage.maps.ndim == 3 else 1)
-        entry = {"name": stage.name, "label": stage.label, "shape": list(stage.maps.shape),
-                 "columns": TILE_COLUMNS if stage.maps.ndim == 3 else 1,
-                 "tile": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-                 "min": round(low, 6), "max": round(high, 6)}
-        if stage.maps.ndim == 1:
-            entry["top_units"] = np.argsort(-stage.maps)[:top_units].tolist()
-        stages.append(entry)
-    return {
-        "class": explanation.predicted, "runner_up": explanation.runner_up,
-        "probabilities": [round(float(p), 6) for p in explanation.probabilities],
-        "logits": [round(float(v), 5) for v in explanation.logits],
-        "input": quantize(explanation.pixels, 0.0, 1.0).tolist(),
-        "stages": stages,
-        "attribution": {"towards": explanation.predicted, "against": explanation.runner_up,
-                        "values": np.round(explanation.attribution, 6).tolist(),
-                        "max_abs": round(float(np.abs(explanation.attribution).max()), 6),
-                        "logit_difference": round(explanation.logit_difference, 6),
-                        "completeness_gap": round(explanation.attribution_delta, 6)},
-        "filters": {"values": np.round(explanation.filters, 5).tolist(),
-                    "max_abs": round(float(np.abs(explanation.filters).max()), 5)},
-    }
+def to_json(explanation: Explanation, name: str = "pixels", top_units: int = 8) -> ImageExplanation:
+    """The explanation in its JSON shape, as /v1/explain sends it for the input called ``name``:
+    each stage's maps as a base64 PNG tile sheet with its value range, the dense units as a strip
+    (and the ``top_units`` most active), the attribution and conv1's filters as numbers."""
+    attribution = explanation.attribution
+    return ImageExplanation(
+        input=name, class_=explanation.predicted, runner_up=explanation.runner_up,
+        probabilities=[round(float(p), 6) for p in explanation.probabilities],
+        logits=[round(float(v), 5) for v in explanation.logits],
+        stages=[stage_json(stage, top_units) for stage in explanation.stages],
+        attribution=ExplainAttribution(
+            towards=explanation.predicted, against=explanation.runner_up,
+            values=np.round(attribution, 6).tolist(), max_abs=round(float(np.abs(attribution).max()), 6),
+            logit_difference=round(explanation.logit_difference, 6),
+            completeness_gap=round(explanation.attribution_delta, 6)),
+        filters=filters_json(explanation.filters),
+        prepared=quantize(explanation.pixels, 0.0, 1.0).tolist())
+
+
+def stage_json(stage: Stage, top_units: int = 8) -> ExplainStage:
+    """A stage's maps as a tile sheet (1024 dense units as one 16x64 strip), and its most active
+    ``top_units`` where it is the dense one."""
+    dense = stage.maps.ndim == 1
+    columns = 1 if dense else TILE_COLUMNS
+    png, low, high = tile_sheet(stage.maps.reshape(1, 16, -1) if dense else stage.maps, columns=columns)
+    return ExplainStage(name=stage.name, label=stage.label, shape=list(stage.maps.shape), columns=columns,
+                        tile="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                        min=round(low, 6), max=round(high, 6),
+                        top_units=np.argsort(-stage.maps)[:top_units].tolist() if dense else None)
+
+
+def filters_json(filters: np.ndarray) -> ExplainFilters:
+    """conv1's (32, 5, 5) kernels, rounded to 5 places: /v1/explain sends them, and the static site
+    its model.json."""
+    return ExplainFilters(values=np.round(filters, 5).tolist(), max_abs=round(float(np.abs(filters).max()), 5))
 
 
 # -- one figure per digit, for `cnn-mnist explain` ---------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from cnn_mnist.errors import ExportError
 from cnn_mnist.model.network import STAGE_LABELS, ConvNet
 from cnn_mnist.use import onnx_tracing, web_runtime
 from cnn_mnist.use.display import draw_page
+from cnn_mnist.use.explain import filters_json
 from cnn_mnist.use.predictor import Predictor
 
 CANVAS_SIZE = 280  # the drawing the page hands the model: the pad rendered at 280x280 (app.js's EXPORT_SIZE)
@@ -187,10 +188,10 @@ def _write_pages(folder: Path, predictor: Predictor) -> None:
     static.mkdir()
     for name in ("app.css", "app.js", "onnx-model.js"):
         (static / name).write_bytes(resources.files("cnn_mnist.use").joinpath("static", name).read_bytes())
-    filters = predictor.network.conv1.weight.detach()[:, 0].float().cpu().numpy()
+    filters = filters_json(predictor.network.conv1.weight.detach()[:, 0].float().cpu().numpy())
     about = {"global_step": predictor.global_step, "checkpoint": predictor.checkpoint_path.name,
              "weights": predictor.weights,
              "canvas_size": CANVAS_SIZE, "onnxruntime_web": web_runtime.VERSION,
              "stages": [{"name": name, "label": STAGE_LABELS[name]} for name in MAPS],
-             "filters": {"values": np.round(filters, 5).tolist(), "max_abs": round(float(np.abs(filters).max()), 5)}}
+             "filters": asdict(filters)}  # as /v1/explain sends them
     (folder / "model.json").write_text(json.dumps(about), encoding="utf-8")

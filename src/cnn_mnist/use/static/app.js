@@ -1,9 +1,11 @@
-// The draw-a-digit page: pointer strokes on a canvas, sent as a PNG to POST /v1/predict while
-// drawing (at most every PREDICT_EVERY_MS) and at each stroke's end; the newest answer is shown.
-// The same PNG then goes to POST /v1/explain, one request at a time: a drawing that changes while
-// one is out waits, and only the newest is sent when it returns.
-// In the static site (body data-backend="onnx") the pad's pixels go to onnx-model.js instead,
-// which answers both at once in the page, one run at a time, the newest drawing next.
+// The draw-a-digit page: pointer strokes on a canvas; while drawing (at most every PREDICT_EVERY_MS)
+// and at each stroke's end the page asks for the drawing's prediction and, for a digit, its
+// explanation, one explanation at a time (a drawing that changes while one is out waits, and only
+// the newest is asked when it returns); the newest answer is shown.
+// Who answers is the one place the two pages differ: the served page posts the drawing as a PNG to
+// POST /v1/predict and /v1/explain; the static site (body data-backend="onnx") runs the model in
+// the page through onnx-model.js, one run at a time, which gives both answers at once. Both give
+// the same shapes, so everything else here has one path.
 "use strict";
 
 (() => {
@@ -11,6 +13,8 @@
   const EXPORT_SIZE = 280;                       // the PNG sent is this square, whatever the screen
   const PAPER = "#fcf9f0", INK = "#15181e";      // dark ink on light paper; the server inverts it
   const PENS = { thin: 0.045, medium: 0.065, bold: 0.09 };  // stroke width as a share of the pad's side
+  const BLANK = Array.from({ length: 28 }, () => new Array(28).fill(0));   // 28x28 black: nothing seen yet
+  const SERVE_IT = "Serve this folder to use the page: run python -m http.server in it, then open localhost:8000";
 
   const pad = document.getElementById("pad");
   const padContext = pad.getContext("2d");
@@ -20,7 +24,6 @@
   const label = document.getElementById("verdict-label");
   const detail = document.getElementById("verdict-detail");
   const seen = document.getElementById("seen");
-  const seenContext = seen.getContext("2d");
   const bars = Array.from(document.querySelectorAll("#bars li"));
   const modelInfo = document.getElementById("model-info");
   const inside = document.getElementById("inside");
@@ -41,13 +44,11 @@
   let penWidth = PENS.medium;
   let version = 0;           // bumped at every change of the drawing
   let shownVersion = 0;      // the drawing version whose answer is on screen
+  let exported = null;       // the newest drawing as the answerer takes it (exportDrawing)
   let timer = null;
-  let explaining = false;    // a /v1/explain request is out
-  let explainWanted = 0;     // the newest drawing version waiting for an explanation (0: none)
+  let explaining = false;    // an explanation is being asked for, or drawn
+  let explainWanted = null;  // the newest drawing waiting for an explanation
   let filters = null;        // conv1's kernels, from the newest explanation
-  let modelReady = null;     // static site: resolves when the model is loaded
-  let running = false;       // static site: a run is under way
-  let runAgain = false;      // ... and the drawing changed meanwhile
 
   // -- drawing ------------------------------------------------------------------------------------
 
@@ -137,133 +138,186 @@
     render(padContext, pad.width);
     hint.classList.remove("hidden");
     showEmpty();
-    explainWanted = 0;
+    explainWanted = null;
     showInsideEmpty("Draw a digit to see what each layer makes of it.");
   }
 
-  // -- predicting ---------------------------------------------------------------------------------
+  // -- who answers --------------------------------------------------------------------------------
+  // An answerer takes a drawing (exportDrawing) and gives a prediction, shaped as /v1/predict's
+  // rows, and an explanation, shaped as /v1/explain's (explain.ImageExplanation); null where a newer
+  // drawing made the question moot. Its problems are Errors whose message the page shows.
+
+  const answerer = inBrowser ? browserAnswerer() : serverAnswerer();
+
+  function serverAnswerer() {
+    async function post(path, drawing, unanswered) {
+      let response, body;
+      try {
+        response = await fetch(path, { method: "POST", headers: { "Content-Type": "image/png" },
+                                       body: await drawing.png() });
+        body = await response.json();
+      } catch (error) {
+        throw new Error(unanswered);
+      }
+      if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+      return body;
+    }
+    return {
+      async load() {
+        try {
+          return await (await fetch("healthz")).json();
+        } catch (error) {
+          throw new Error("The model server did not answer.");
+        }
+      },
+      async predict(drawing) {   // requests overlap; the page shows the newest answer
+        const body = await post("v1/predict?include_prepared=true", drawing,
+                                "The server did not answer; is it running?");
+        return { model: body, prediction: body.predictions[0] };
+      },
+      async explain(drawing) {
+        return (await post("v1/explain", drawing, "The server did not answer the explanation.")).explanations[0];
+      },
+    };
+  }
+
+  function browserAnswerer() {
+    const runs = new WeakMap();   // drawing -> the run that answered it
+    let model = null;             // OnnxModel.load(), started once: the model's description when it is ready
+    let queue = Promise.resolve(), newest = null;
+
+    function loading() {
+      // Browsers refuse the runtime's WebAssembly from file:// pages: say so instead of hanging.
+      if (location.protocol === "file:") return Promise.reject(new Error(SERVE_IT));
+      model = model || OnnxModel.load();
+      return model;
+    }
+
+    async function load() {
+      try {
+        return await loading();
+      } catch (error) {
+        throw location.protocol === "file:" ? error : new Error(`The model did not load: ${messageOf(error)}`);
+      }
+    }
+
+    async function run(drawing) {
+      if (drawing !== newest) return null;
+      try {
+        const about = await loading();
+        runs.set(drawing, await OnnxModel.run(drawing.rgba(), EXPORT_SIZE));
+        return { model: about, prediction: runs.get(drawing).prediction };
+      } catch (error) {
+        throw new Error(`The model did not run: ${messageOf(error)}`);
+      }
+    }
+
+    return {
+      load,
+      predict(drawing) {
+        // ONNX Runtime runs one session call at a time: each run waits for the one before, and a
+        // drawing overtaken by a newer one while it waited is not run at all.
+        newest = drawing;
+        const turn = queue.then(() => run(drawing));
+        queue = turn.catch(() => {});
+        return turn;
+      },
+      async explain(drawing) {   // the run that predicted it explained it too
+        return runs.get(drawing).explanation;
+      },
+    };
+  }
+
+  function messageOf(error) {
+    return error && error.message ? error.message : String(error);
+  }
+
+  // -- asking -------------------------------------------------------------------------------------
 
   function predictNow() {
     if (timer !== null) { clearTimeout(timer); timer = null; }
     predict();
   }
 
-  function exportCanvas() {   // the drawing at EXPORT_SIZE, whatever the screen
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = EXPORT_SIZE;
-    render(canvas.getContext("2d", { willReadFrequently: inBrowser }), EXPORT_SIZE);
-    return canvas;
-  }
-
-  function exportPng() {
-    return new Promise((resolve) => exportCanvas().toBlob(resolve, "image/png"));
-  }
-
-  function exportPixels() {   // RGBA, as the static site's model takes it
-    return exportCanvas().getContext("2d").getImageData(0, 0, EXPORT_SIZE, EXPORT_SIZE).data;
+  function exportDrawing() {   // the drawing at EXPORT_SIZE, whatever the screen: made once per version
+    if (exported === null || exported.version !== version) {
+      const canvas = document.createElement("canvas");
+      canvas.width = canvas.height = EXPORT_SIZE;
+      const context = canvas.getContext("2d", { willReadFrequently: inBrowser });
+      render(context, EXPORT_SIZE);
+      let rgba = null;
+      exported = {
+        version, askedAt: performance.now(),
+        png: () => new Promise((resolve) => canvas.toBlob(resolve, "image/png")),
+        rgba: () => (rgba = rgba || context.getImageData(0, 0, EXPORT_SIZE, EXPORT_SIZE).data),
+      };
+    }
+    return exported;
   }
 
   async function predict() {
-    if (inBrowser) return predictInBrowser();
     if (!strokes.length) return;
-    const asked = version;
-    let state, answer;
+    const drawing = exportDrawing();
+    let answer = null, problem = null;
     try {
-      const response = await fetch("v1/predict?include_prepared=true", {
-        method: "POST", headers: { "Content-Type": "image/png" }, body: await exportPng(),
-      });
-      const body = await response.json();
-      if (response.ok) {
-        answer = body;
-        state = body.predictions[0].no_digit ? "no-digit" : "digit";
-      } else {
-        state = "error";
-        answer = { detail: body.detail || `HTTP ${response.status}` };
-      }
+      answer = await answerer.predict(drawing);
     } catch (error) {
-      state = "error";
-      answer = { detail: "The server did not answer; is it running?" };
+      problem = error.message;
     }
-    if (asked < shownVersion) return;          // an answer to a newer drawing is already on screen
-    shownVersion = asked;
-    if (state === "error") showError(answer.detail);
-    else if (state === "no-digit") showNoDigit(answer.predictions[0]);
-    else showDigit(answer.predictions[0]);
-    describeModel(answer);
-    settle();
-    if (state === "digit") requestExplanation(asked);
-    else showInsideEmpty(state === "no-digit" ? "No digit to look inside." : "Draw a digit to see what each layer makes of it.");
-  }
-
-  async function predictInBrowser() {
-    if (running) { runAgain = true; return; }      // ONNX Runtime runs one session call at a time
-    running = true;
-    try {
-      do { runAgain = false; await answerInBrowser(); } while (runAgain);
-    } finally {
-      running = false;
-    }
-  }
-
-  async function answerInBrowser() {
-    if (!strokes.length) return;
-    const asked = version;
-    const started = performance.now();
-    let answer = null, problem = null, rgba = null;
-    try {
-      await modelReady;
-      rgba = exportPixels();
-      answer = await OnnxModel.run(rgba, EXPORT_SIZE);
-    } catch (error) {
-      problem = `The model did not run: ${error && error.message ? error.message : error}`;
-    }
-    if (asked < shownVersion || !strokes.length) return;  // a newer drawing is on screen, or none
-    shownVersion = asked;
+    if ((answer === null && problem === null) || drawing.version < shownVersion) return;  // a newer drawing's turn
+    shownVersion = drawing.version;
+    if (answer) describeModel(answer.model);
     if (problem) {
       showError(problem);
       showInsideEmpty("Draw a digit to see what each layer makes of it.");
+      answered(drawing, null, null);
     } else if (answer.prediction.no_digit) {
       showNoDigit(answer.prediction);
       showInsideEmpty("No digit to look inside.");
+      answered(drawing, answer.prediction, null);
     } else {
       showDigit(answer.prediction);
-      showInside(answer.explanation);
-      await Promise.all(Array.from(stagesBox.querySelectorAll("img"), (image) => image.decode().catch(() => {})));
+      requestExplanation(drawing, answer.prediction);   // settled once it is shown too
     }
     settle();
-    // what the page answered, for its tests and benchmark: the pixels in, the answer, the time it took
-    window.cnnMnistLast = { version: asked, rgba, ms: performance.now() - started,
-                            prediction: answer && answer.prediction };
   }
 
   // -- explaining ---------------------------------------------------------------------------------
 
-  function requestExplanation(asked) {
-    explainWanted = Math.max(explainWanted, asked);
+  function requestExplanation(drawing, prediction) {
+    explainWanted = { drawing, prediction };
     if (!explaining) explain();
   }
 
   async function explain() {
-    const asked = explainWanted;
-    explainWanted = 0;
+    const { drawing, prediction } = explainWanted;
+    explainWanted = null;
     explaining = true;
     inside.dataset.busy = "true";
+    let explanation = null, problem = null;
     try {
-      const response = await fetch("v1/explain", {
-        method: "POST", headers: { "Content-Type": "image/png" }, body: await exportPng(),
-      });
-      const body = await response.json();
-      const explanation = response.ok ? body.explanations[0] : null;
-      if (asked === shownVersion && strokes.length) {   // still the drawing on screen
-        if (explanation && !explanation.no_digit) showInside(explanation);
-        else showInsideEmpty(explanation ? "No digit to look inside." : (body.detail || `HTTP ${response.status}`));
-      }
+      explanation = await answerer.explain(drawing);
     } catch (error) {
-      showInsideEmpty("The server did not answer the explanation.");
+      problem = error.message;
+    }
+    if (drawing.version === shownVersion && strokes.length) {   // still the drawing on screen
+      if (problem) showInsideEmpty(problem);
+      else if (explanation.no_digit) showInsideEmpty("No digit to look inside.");
+      else await showInside(explanation);
+      answered(drawing, prediction, explanation);
     }
     explaining = false;
     inside.dataset.busy = "false";
-    if (explainWanted && explainWanted >= shownVersion) explain();   // coalesced: only the newest drawing
+    if (explainWanted && explainWanted.drawing.version < shownVersion) explainWanted = null;
+    if (explainWanted) explain();   // coalesced: only the newest drawing
+    settle();
+  }
+
+  function answered(drawing, prediction, explanation) {
+    // what the page answered, for its tests and benchmarks: the pixels in (read on demand: the
+    // served page has no use for them), the answers, the time from asking to every stage drawn
+    window.cnnMnistLast = { version: drawing.version, ms: performance.now() - drawing.askedAt, prediction, explanation,
+                            get rgba() { return drawing.rgba(); } };
   }
 
   function showInsideEmpty(message) {
@@ -278,11 +332,13 @@
     attributionCaption.textContent = attributionNote;
   }
 
-  function showInside(explanation) {
+  async function showInside(explanation) {   // resolves once every stage's image is decoded
     inside.dataset.state = "ready";
     insideLede.textContent = "Each stage as the tutorial names it, with its shape. Black is 0; white is the " +
       "stage's largest value, shown under it. Click a conv1 map to see its filter.";
-    const figures = [stageFigure("input", "input [batch, 28, 28, 1]", inputTile(explanation.prepared), "0", "255")];
+    const input = document.createElement("canvas");
+    paint(input, explanation.prepared, grey);
+    const figures = [stageFigure("input", "input [batch, 28, 28, 1]", input.toDataURL("image/png"), "0", "255")];
     for (const stage of explanation.stages) {
       const figure = stageFigure(stage.name, stage.label, stage.tile, "0", stage.max.toPrecision(3));
       if (stage.name === "dense") {
@@ -303,6 +359,7 @@
     const selected = Number(filterView.dataset.filter);
     if (filterView.dataset.filter !== "") drawFilter(selected);
     if (explanation.attribution) drawAttribution(explanation.attribution);
+    await Promise.all(Array.from(stagesBox.querySelectorAll("img"), (image) => image.decode().catch(() => {})));
   }
 
   function stageFigure(name, label, source, low, high) {
@@ -343,18 +400,6 @@
     return figure;
   }
 
-  function inputTile(prepared) {
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 28;
-    const context = canvas.getContext("2d");
-    const image = context.createImageData(28, 28);
-    prepared.flat().forEach((value, at) => {
-      image.data.set([value, value, value, 255], 4 * at);
-    });
-    context.putImageData(image, 0, 0);
-    return canvas.toDataURL("image/png");
-  }
-
   function selectFilter(event, image, stage) {
     const box = image.getBoundingClientRect();
     const rows = Math.ceil(stage.shape[0] / stage.columns);
@@ -366,39 +411,50 @@
   function drawFilter(index) {
     if (!filters || !(index >= 0 && index < filters.values.length)) return;
     filterView.dataset.filter = String(index);
-    paintDiverging(filterCanvas, filters.values[index], filters.max_abs);
+    paint(filterCanvas, filters.values[index], diverging(filters.max_abs));
     filterCaption.textContent = `conv1 filter ${index} (5x5): red weights add, blue ones subtract. Map ${index} ` +
       "is this filter slid over the input, then ReLU. Scale: ±" + filters.max_abs.toPrecision(2);
   }
 
   function drawAttribution(attribution) {
-    paintDiverging(attributionCanvas, attribution.values, attribution.max_abs);
+    paint(attributionCanvas, attribution.values, diverging(attribution.max_abs));
     attributionCaption.textContent = `Red pixels pushed the answer towards ${attribution.towards}, blue ones ` +
       `towards ${attribution.against}, the runner-up (integrated gradients from a blank image; ±` +
       `${attribution.max_abs.toPrecision(2)} at full colour).`;
   }
 
-  function paintDiverging(canvas, rows, maxAbs) {
+  // The one painter: rows of values onto a canvas of their size, a pixel each, coloured by
+  // colour(value) -> [r, g, b, a]: the pixels the network saw, the input tile, filters, attribution.
+  function paint(canvas, rows, colour) {
     const height = rows.length, width = rows[0].length;
     canvas.width = width;
     canvas.height = height;
     const context = canvas.getContext("2d");
     const image = context.createImageData(width, height);
-    const scale = maxAbs > 0 ? 1 / maxAbs : 0;
-    rows.flat().forEach((value, at) => {
-      const t = Math.max(-1, Math.min(1, value * scale));
-      const fade = Math.round(255 * (1 - Math.abs(t)));        // white at 0, full colour at ±max
-      image.data.set(t >= 0 ? [255, fade, fade, 255] : [fade, fade, 255, 255], 4 * at);
-    });
+    rows.flat().forEach((value, at) => image.data.set(colour(value), 4 * at));
     context.putImageData(image, 0, 0);
+  }
+
+  function grey(value) {   // 0-255: black to white
+    return [value, value, value, 255];
+  }
+
+  function diverging(maxAbs) {   // white at 0, full red at +maxAbs, full blue at -maxAbs
+    const scale = maxAbs > 0 ? 1 / maxAbs : 0;
+    return (value) => {
+      const t = Math.max(-1, Math.min(1, value * scale));
+      const fade = Math.round(255 * (1 - Math.abs(t)));
+      return t >= 0 ? [255, fade, fade, 255] : [fade, fade, 255, 255];
+    };
   }
 
   function clearCanvas(canvas) {
     canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   }
 
-  function settle() {
-    result.dataset.settled = String(shownVersion === version && timer === null && activePointer === null);
+  function settle() {   // the whole answer to the newest drawing is on screen, its explanation included
+    const idle = timer === null && activePointer === null && !explaining && explainWanted === null;
+    result.dataset.settled = String(shownVersion === version && idle);
   }
 
   // -- showing ------------------------------------------------------------------------------------
@@ -460,16 +516,7 @@
   }
 
   function drawSeen(prepared) {
-    const image = seenContext.createImageData(28, 28);
-    for (let row = 0; row < 28; row++) {
-      for (let col = 0; col < 28; col++) {
-        const value = prepared ? prepared[row][col] : 0;
-        const at = 4 * (row * 28 + col);
-        image.data[at] = image.data[at + 1] = image.data[at + 2] = value;
-        image.data[at + 3] = 255;
-      }
-    }
-    seenContext.putImageData(image, 0, 0);
+    paint(seen, prepared || BLANK, grey);
   }
 
   function percent(p, tiny = "<0.1%") {
@@ -497,25 +544,12 @@
   new ResizeObserver(fitPad).observe(pad);
   fitPad();
   showEmpty();
-  if (!inBrowser) {
-    fetch("healthz").then((response) => response.json()).then(describeModel).catch(() => {
-      modelInfo.textContent = "The model server did not answer.";
-    });
-  } else if (location.protocol === "file:") {
-    // Browsers refuse the runtime's WebAssembly from file:// pages: say so instead of hanging.
-    const how = "Serve this folder to use the page: run python -m http.server in it, then open localhost:8000";
-    modelInfo.textContent = how;
-    showError(how);
-    modelReady = Promise.reject(new Error(how));
-    modelReady.catch(() => {});
-  } else {
-    modelReady = OnnxModel.load();
-    modelReady.then((about) => {
-      describeModel(about);
-      window.cnnMnistReadyMs = performance.now();  // since navigation began: what the benchmark reports
-      document.body.dataset.ready = "true";
-    }, (error) => {
-      modelInfo.textContent = `The model did not load: ${error && error.message ? error.message : error}`;
-    });
-  }
+  answerer.load().then((about) => {
+    describeModel(about);
+    window.cnnMnistReadyMs = performance.now();  // since navigation began: what the benchmark reports
+    document.body.dataset.ready = "true";
+  }, (error) => {
+    modelInfo.textContent = error.message;
+    showError(error.message);
+  });
 })();

@@ -1,8 +1,9 @@
 // The static site's model: model.onnx on ONNX Runtime Web (WASM), in this page, nothing sent
 // anywhere. One run takes the pad's RGBA pixels and gives what POST /v1/predict and /v1/explain
-// give the served page (the same JSON shapes, so app.js shows both the same way), less the
-// attribution, which needs gradients. The preparation runs inside the graph: the same torch steps
-// as prepare_image in Python.
+// give the served page, in the same JSON shapes (the explanation's is explain.ImageExplanation;
+// test_web_site.py checks this one against its schema), so app.js shows both the same way. It has
+// no attribution, which needs gradients, and no logits: the graph ends in the softmax. The
+// preparation runs inside the graph: the same torch steps as prepare_image in Python.
 "use strict";
 
 window.OnnxModel = (() => {
@@ -32,10 +33,12 @@ window.OnnxModel = (() => {
     const best = argmax(probabilities);
     const noDigit = Boolean(out.no_digit.data[0]);
     const prediction = { class: best, probabilities, no_digit: noDigit, prepared };
-    const stages = about.stages.map(({ name, label }) => stage(name, label, out[name]));
     const runnerUp = argmax(probabilities.map((p, digit) => (digit === best ? -1 : p)));
-    const explanation = { class: best, runner_up: runnerUp, probabilities, no_digit: noDigit, prepared, stages,
-                          filters: about.filters, attribution: null };
+    const explanation = noDigit ? null : {   // nothing to explain in a blank drawing
+      input: "drawing", no_digit: false, class: best, runner_up: runnerUp, probabilities, logits: null,
+      stages: about.stages.map(({ name, label }) => stage(name, label, out[name])), attribution: null,
+      filters: about.filters, prepared,
+    };
     for (const name of Object.keys(out)) out[name].dispose?.();
     return { prediction, explanation };
   }
