@@ -17,7 +17,7 @@ from PIL import Image
 from test_page_browser import ARTIFACTS, DIGITS, VIEWPORTS, browser, draw, page_model_dir  # noqa: F401  (fixtures)
 
 from cnn_mnist.data.images import prepare_image
-from cnn_mnist.use.explain import STAGE_LABELS, ImageExplanation
+from cnn_mnist.use.explain import SHOWN_STAGES, ImageExplanation
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -112,7 +112,7 @@ def test_the_pages_explanation_has_the_shape_the_service_sends(browser, base_url
     last_answer(page)
     explanation = page.evaluate("window.cnnMnistLast.explanation")
     jsonschema.validate(explanation, schema)
-    assert explanation["class"] == 7 and [stage["name"] for stage in explanation["stages"]] == list(STAGE_LABELS)
+    assert explanation["class"] == 7 and [stage["name"] for stage in explanation["stages"]] == list(SHOWN_STAGES)
     assert explanation["logits"] is None and explanation["attribution"] is None  # no logits or gradients here
     for drifted in ({**explanation, "colour": "red"}, {k: v for k, v in explanation.items() if k != "filters"},
                     {**explanation, "prepared": "pixels"}):
