@@ -1,5 +1,6 @@
 """What several test modules share besides fixtures: the check of a one-line CLI error, a digit
-drawn with Pillow, and the tiny synthetic MNIST accepted without its canonical MD5s."""
+drawn with Pillow, the tiny synthetic MNIST accepted without its canonical MD5s, and a user's own
+TF32 settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 from collections.abc import Iterator, Sequence
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from cnn_mnist.cli import main
@@ -71,3 +73,29 @@ def md5_check_skipped() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("cnn_mnist.data.download.verify_file", lambda path, md5: True)
         yield
+
+
+def tf32_flags() -> dict[str, object]:
+    """cuDNN's convolution and cuBLAS's product settings for fp32, as torch reports them (torch
+    2.9+ names them fp32_precision; older torch, allow_tf32)."""
+    backends = torch.backends
+    if hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision"):
+        return {"conv": backends.cudnn.conv.fp32_precision, "matmul": backends.cuda.matmul.fp32_precision}
+    return {"conv": backends.cudnn.allow_tf32, "matmul": backends.cuda.matmul.allow_tf32}
+
+
+@contextlib.contextmanager
+def tf32_allowed() -> Iterator[dict[str, object]]:
+    """Inside, a user has allowed TF32 everywhere (not torch's default for products, so a change is
+    seen); torch's own settings afterwards. Yields the flags as set."""
+    backends, found = torch.backends, tf32_flags()
+    new_api = hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision")
+    conv, matmul = ("tf32", "tf32") if new_api else (True, True)
+    attribute = "fp32_precision" if new_api else "allow_tf32"
+    setattr(backends.cudnn.conv if new_api else backends.cudnn, attribute, conv)
+    setattr(backends.cuda.matmul, attribute, matmul)
+    try:
+        yield tf32_flags()
+    finally:
+        setattr(backends.cudnn.conv if new_api else backends.cudnn, attribute, found["conv"])
+        setattr(backends.cuda.matmul, attribute, found["matmul"])

@@ -72,7 +72,8 @@ def import_graph(package: Path) -> dict[str, set[str]]:
                 if node.level:
                     parts = here.split(".")[: len(here.split(".")) - node.level + 1]
                     base = ".".join(parts + ([base] if base else []))
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
             else:
                 continue
             for target in targets:

@@ -3,10 +3,11 @@ error naming what there is; training's process-wide settings are restored afterw
 
 import logging
 import os
+import threading
 
 import pytest
 import torch
-from helpers import one_line_error
+from helpers import one_line_error, tf32_allowed, tf32_flags
 
 from cnn_mnist import Estimator, RunConfig
 from cnn_mnist.cli import main
@@ -105,6 +106,42 @@ def test_training_settings_are_restored_afterwards():
     with devices.training_settings(torch.device("cpu"), deterministic=True):
         assert torch.are_deterministic_algorithms_enabled()
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_fp32_turns_tf32_off_while_held_and_then_puts_the_users_flags_back():
+    with tf32_allowed() as users:
+        with devices.precision_settings("bf16"):
+            assert tf32_flags() == users  # autocast decides there
+        with devices.precision_settings("fp32"):
+            exact = tf32_flags()
+            assert exact != users and set(exact.values()) <= {"ieee", False}
+            with devices.precision_settings("fp32"):  # evaluate inside a training run
+                assert tf32_flags() == exact
+            assert tf32_flags() == exact
+        assert tf32_flags() == users
+
+
+def test_threads_sharing_the_settings_compute_exact_until_the_last_is_done():
+    """The service's threads share one Predictor: one finishing must not turn TF32 back on under another."""
+    first_in, first_out = threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with devices.precision_settings("fp32"):
+            first_in.set()
+            first_out.wait(10)
+
+    with tf32_allowed() as users:
+        thread = threading.Thread(target=first)
+        thread.start()
+        first_in.wait(10)
+        with devices.precision_settings("fp32"):
+            exact = tf32_flags()
+            first_out.set()
+            thread.join(10)
+            seen["after the first left"] = tf32_flags()
+        assert seen["after the first left"] == exact != users
+        assert tf32_flags() == users
 
 
 def test_a_deterministic_cpu_run_gives_the_same_weights_as_a_plain_one(tiny_mnist_dir, tmp_path):

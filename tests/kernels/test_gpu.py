@@ -70,7 +70,7 @@ def test_network_optimizer_average_and_data_live_on_the_device(mnist, tmp_path):
     kind = torch.device(DEVICE).type
     assert hook.devices == {kind}
     assert {p.device.type for p in trained.network.parameters()} == {kind}
-    assert {p.device.type for p in trained.averaged.parameters()} == {kind}
+    assert {p.device.type for p in trained.average.network.parameters()} == {kind}
     assert {t.device.type for s in trained.optimizer.state.values() for t in s.values()} == {kind}
     saved = checkpoints.load_checkpoint(trained.latest_checkpoint())
     assert all(t.device.type == "cpu" for t in saved["network"].values())  # device-neutral on disk

@@ -1,6 +1,9 @@
-"""Checkpoints: atomic writes, retention, and loud refusal of anything that is not ours."""
+"""Checkpoints: the live objects mapped to their keys and back, atomic writes, retention, and loud
+refusal of anything that is not ours."""
 
 import contextlib
+import dataclasses
+import logging
 import os
 import pickle
 
@@ -9,10 +12,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnn_mnist import files
-from cnn_mnist.errors import CheckpointError
+from cnn_mnist import ModelParams, files, numpy_input_fn
+from cnn_mnist.errors import CheckpointError, NanLossError
+from cnn_mnist.model.model_fn import build_optimizer
 from cnn_mnist.model.network import ConvNet
 from cnn_mnist.training import checkpoints
+from cnn_mnist.training.averaging import WeightAverage
+
+CPU = torch.device("cpu")
+ADAM = ModelParams(optimizer="adam", learning_rate=0.002, ema_decay=0.9)
 
 
 def state(step, network=None):
@@ -50,6 +58,167 @@ def test_a_training_state_saves_and_reads_back_whole_and_names_the_weights_infer
     newest.restore(into, key=newest.inference_key)
     assert torch.equal(into.dense.weight, average.dense.weight)
     assert checkpoints.newest_state(tmp_path / "empty") is None
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's live objects, as the Estimator holds them, and its input stream."""
+
+    network: torch.nn.Module
+    average: WeightAverage | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    stream: object
+
+    @classmethod
+    def fresh(cls, params=ADAM, seed=0, scaler=True):
+        network = ConvNet(generator=torch.Generator().manual_seed(seed))
+        images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        return cls(network, WeightAverage(network, params.ema_decay) if params.ema_decay else None,
+                   build_optimizer(network.parameters(), params), torch.amp.GradScaler("cpu") if scaler else None,
+                   numpy_input_fn(images, torch.arange(40) % 10, batch_size=8, num_epochs=None)())
+
+    def step(self):
+        """One training step on the next batch (dropout drawing from the global stream), through
+        the gradient scaler, then the average: what the Estimator's step does with them."""
+        images, labels = next(self.stream)
+        loss = torch.nn.functional.cross_entropy(self.network.train()(images.float().div(255)), labels)
+        self.optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.average.update()
+
+    def capture(self, step=3, params=ADAM):
+        return checkpoints.capture(step, self.network, self.average, self.optimizer, self.scaler, params, CPU,
+                                   training_seconds=2.5, stream=self.stream)
+
+
+def assert_same_state(ours, theirs):
+    assert type(ours) is type(theirs)
+    if isinstance(ours, dict):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert_same_state(ours[key], theirs[key])
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs)
+        for mine, other in zip(ours, theirs, strict=True):
+            assert_same_state(mine, other)
+    elif isinstance(ours, torch.Tensor):
+        assert torch.equal(ours, theirs)
+    else:
+        assert ours == theirs
+
+
+def test_capture_saves_each_live_object_under_its_key(tmp_path):
+    run = Run.fresh()
+    for _ in range(2):
+        run.step()
+    state = run.capture()
+    assert_same_state(state.network, run.network.state_dict())
+    assert_same_state(state.averaged_network, run.average.network.state_dict())
+    assert_same_state(state.optimizer, run.optimizer.state_dict())
+    assert_same_state(state.scaler, run.scaler.state_dict())
+    assert_same_state(state.rng, {"torch": torch.get_rng_state()})  # the CPU has no stream of its own
+    assert (state.global_step, state.params, state.training_seconds) == (3, dataclasses.asdict(ADAM), 2.5)
+    assert state.input == run.stream.state_dict()
+    saved = checkpoints.load_checkpoint(state.save(tmp_path, keep_checkpoint_max=5))
+    assert set(saved) == {"format", "global_step", "network", "averaged_network", "optimizer", "scaler", "rng",
+                          "params", "training_seconds", "input"}  # the layout every checkpoint has had
+
+
+def test_a_captured_state_restores_into_a_fresh_run_whole(tmp_path):
+    trained = Run.fresh()
+    for _ in range(3):
+        trained.step()
+    path = trained.capture().save(tmp_path, keep_checkpoint_max=5)
+    rng_then = torch.get_rng_state()
+    torch.manual_seed(99)
+    resumed = Run.fresh(seed=1)
+    saved = checkpoints.read_state(path)
+    saved.restore_training(resumed.network, resumed.average, resumed.optimizer, resumed.scaler,
+                           dataclasses.replace(ADAM, learning_rate=0.01), CPU, stream_seed=5)
+    saved.restore_input(resumed.stream)
+    assert_same_state(resumed.network.state_dict(), trained.network.state_dict())
+    assert_same_state(resumed.average.state_dict(), trained.average.state_dict())
+    assert_same_state(resumed.optimizer.state_dict()["state"], trained.optimizer.state_dict()["state"])
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.01  # this run's learning rate, not the saved one
+    assert_same_state(resumed.scaler.state_dict(), trained.scaler.state_dict())
+    assert torch.equal(torch.get_rng_state(), rng_then)
+    trained.optimizer.param_groups[0]["lr"] = 0.01
+    trained.step()
+    torch.set_rng_state(rng_then)
+    resumed.step()  # the same step: the same batch, dropout masks and update
+    assert_same_state(resumed.network.state_dict(), trained.network.state_dict())
+    assert_same_state(resumed.average.state_dict(), trained.average.state_dict())
+
+
+def test_a_graphed_runs_optimizer_is_saved_as_an_eager_ones():
+    run = Run.fresh()
+    group = run.optimizer.param_groups[0]
+    group["lr"], group["capturable"] = torch.tensor(0.002), True  # as a captured step has them, on the device
+    saved = run.capture().optimizer["param_groups"][0]
+    assert (saved["lr"], saved["capturable"]) == (pytest.approx(0.002), False)
+    assert isinstance(saved["lr"], float) and isinstance(group["lr"], torch.Tensor)  # the live one untouched
+
+
+@pytest.mark.parametrize("where", ["network", "average"])
+def test_weights_that_are_not_finite_are_never_captured(where):
+    run = Run.fresh()
+    with torch.no_grad():
+        (run.network if where == "network" else run.average.network).dense.bias[3] = float("nan")
+    with pytest.raises(NanLossError, match="weights not finite at step 3"):
+        run.capture()
+
+
+def test_another_optimizer_or_an_average_the_checkpoint_lacks_start_fresh(tmp_path, caplog):
+    plain = Run.fresh(params=dataclasses.replace(ADAM, ema_decay=0.0), scaler=False)
+    plain.capture(params=dataclasses.replace(ADAM, ema_decay=0.0)).save(tmp_path, keep_checkpoint_max=5)
+    momentum = dataclasses.replace(ADAM, optimizer="momentum")
+    resumed = Run.fresh(params=momentum, seed=1)
+    checkpoints.newest_state(tmp_path).restore_training(resumed.network, resumed.average, resumed.optimizer,
+                                                         resumed.scaler, momentum, CPU, stream_seed=5)
+    assert "model.ckpt-3.pt was trained with another optimizer; momentum starts with fresh state" in caplog.text
+    assert resumed.optimizer.state_dict()["state"] == {}
+    assert_same_state(resumed.average.state_dict(), plain.network.state_dict())  # started from the restored weights
+
+
+def test_inference_restores_the_average_where_the_checkpoint_has_one(tmp_path):
+    trained = Run.fresh()
+    trained.step()
+    trained.capture().save(tmp_path, keep_checkpoint_max=5)
+    network = ConvNet()
+    average = checkpoints.newest_state(tmp_path).restore_weights(network, None, decay=0.0)
+    assert_same_state(network.state_dict(), trained.network.state_dict())
+    assert_same_state(average.state_dict(), trained.average.state_dict())
+    checkpoints.save_checkpoint(tmp_path, state(5), keep_checkpoint_max=5)
+    assert checkpoints.newest_state(tmp_path).restore_weights(network, average, decay=0.0) is None
+
+
+def test_the_predictors_network_holds_the_inference_weights(tmp_path):
+    trained = Run.fresh()
+    trained.step()
+    path = trained.capture().save(tmp_path, keep_checkpoint_max=5)
+    network, read = checkpoints.restore_for_inference(tmp_path)
+    assert (read.path, read.global_step) == (path, 3)
+    assert_same_state(network.state_dict(), trained.average.state_dict())
+    assert not network.training and not any(p.requires_grad for p in network.parameters())
+    with pytest.raises(CheckpointError, match="no checkpoint in .*train first"):
+        checkpoints.restore_for_inference(tmp_path / "empty")
+
+
+def test_an_input_other_than_the_checkpoints_starts_its_order_anew(tmp_path, caplog):
+    run = Run.fresh()
+    next(run.stream)
+    saved = run.capture()
+    same = Run.fresh().stream
+    saved.restore_input(same)
+    assert same.state_dict() == run.stream.state_dict() and not caplog.records
+    other = numpy_input_fn(torch.zeros(10, 28, 28, dtype=torch.uint8), torch.zeros(10, dtype=torch.int64),
+                           batch_size=8, num_epochs=None)()
+    with caplog.at_level(logging.WARNING):
+        saved.restore_input(other)
+    assert "the input differs from the checkpoint's (size or seed)" in caplog.text
 
 
 def test_only_the_newest_are_kept_and_latest_is_the_highest_step(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tf32_allowed, tf32_flags
 
 from cnn_mnist import Estimator, Hook, ModelParams, RunConfig, numpy_input_fn
 from cnn_mnist.data.datasets import load_mnist
@@ -284,7 +285,7 @@ def test_weight_average_is_kept_saved_and_used_by_evaluate_and_predict(model_dir
     before = [p.detach().clone() for p in estimator.network.parameters()]
     estimator.train(train_input(mnist), steps=1)
     # after one step the average moved a tenth of the way: 0.9 * before + 0.1 * now
-    pairs = zip(estimator.network.parameters(), estimator.averaged.parameters(), strict=True)
+    pairs = zip(estimator.network.parameters(), estimator.average.network.parameters(), strict=True)
     for start, (now, average) in zip(before, pairs, strict=True):
         torch.testing.assert_close(average, torch.lerp(start, now.detach(), 0.1))
     estimator.train(train_input(mnist), steps=20)
@@ -295,8 +296,8 @@ def test_weight_average_is_kept_saved_and_used_by_evaluate_and_predict(model_dir
     plain = make_estimator(model_dir)  # no averaging asked: the checkpoint's average still serves
     results = plain.evaluate(eval_input(mnist))
     with torch.no_grad():
-        plain.averaged.eval()
-        logits = plain.averaged(mnist.test.images)
+        plain.average.network.eval()
+        logits = plain.average.network(mnist.test.images)
     expected = (logits.argmax(1) == mnist.test.labels).double().mean().item()
     assert results["accuracy"] == pytest.approx(expected, abs=1e-12)
     predicted = [p["classes"] for p in plain.predict(numpy_input_fn(mnist.test.images, batch_size=64, shuffle=False))]
@@ -387,3 +388,30 @@ def test_params_reach_a_model_fn_that_names_them_as_in_tensorflow(tmp_path, mnis
     Estimator(with_params, tmp_path / "a", params=params).train(train_input(mnist), steps=2)
     assert seen == [params, params]
     Estimator(without_params, tmp_path / "b", params=params).train(train_input(mnist), steps=2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_estimator_computes_fp32_without_tf32_and_leaves_the_users_flags_as_found(tmp_path, mnist, precision):
+    from cnn_mnist import cnn_model_fn
+
+    seen = {}
+
+    def model_fn(network, images, labels, mode):
+        seen[mode.name] = tf32_flags()
+        return cnn_model_fn(network, images, labels, mode)
+
+    with tf32_allowed() as users:
+        estimator = Estimator(model_fn, tmp_path, config=RunConfig(precision=precision, device="cpu"))
+        assert tf32_flags() == users
+        estimator.train(train_input(mnist), steps=2)
+        assert tf32_flags() == users
+        estimator.evaluate(eval_input(mnist), write_summaries=False)
+        assert tf32_flags() == users
+        next(estimator.predict(numpy_input_fn(mnist.test.images, batch_size=64, shuffle=False)))
+        assert tf32_flags() == users  # between a generator's batches too
+    assert set(seen) == {"TRAIN", "EVAL", "PREDICT"}
+    for flags in seen.values():
+        if precision == "bf16":
+            assert flags == users  # autocast decides
+        else:
+            assert set(flags.values()) <= {"ieee", False}  # no TF32 anywhere

@@ -9,10 +9,12 @@ import torch
 from cnn_mnist.errors import NanLossError
 from cnn_mnist.training.hooks import (
     CheckpointSaverHook,
+    Hook,
     LoggingHook,
     NanGuardHook,
     ProbabilitiesLogHook,
     TrainingRun,
+    end_hooks,
     fires,
 )
 
@@ -191,3 +193,31 @@ def test_filter_grid_shows_every_filter_enlarged_with_zero_as_mid_grey():
     assert grid.shape == (1, 4 * 32 + 2, 8 * 32 + 2)
     assert grid[0, 2, 2] == 1.0 and grid[0, 2, 34] == 0.25  # largest |w| is white; -1/2 of it darker grey
     assert grid[0, 10, 10] == 0.5  # zero weight: mid-grey
+
+
+class Ends(Hook):
+    """Records the run's state when its end() runs, then fails if given an error to raise."""
+
+    def __init__(self, error=None):
+        self.error, self.saw_failed = error, None
+
+    def end(self, run):
+        self.saw_failed = run.failed
+        if self.error is not None:
+            raise self.error
+
+
+def test_every_hook_ends_after_one_fails_and_the_later_ones_see_the_run_failed():
+    run, _ = make_run()
+    first, failing, later = Ends(), Ends(NanLossError("NaN loss during training")), Ends()
+    with pytest.raises(NanLossError):
+        end_hooks([first, failing, later], run, raise_errors=True)
+    assert (first.saw_failed, later.saw_failed, run.failed) == (False, True, True)
+
+
+def test_after_a_failed_run_each_end_failure_is_logged_not_raised(caplog):
+    run, _ = make_run()
+    run.failed = True
+    later = Ends()
+    end_hooks([Ends(OSError("disk full")), later], run, raise_errors=False)
+    assert later.saw_failed and "Ends.end() failed after the run had failed: disk full" in caplog.text

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import re
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -90,12 +91,55 @@ def inference_batch_size(device: torch.device) -> int:
     return 1_000 if device.type == "cpu" else 10_000
 
 
-def use_exact_fp32(device: torch.device) -> None:
-    """On CUDA, fp32 means fp32: no TF32 in convolutions (PyTorch's default allows it) or products.
-    The fast path on a GPU is bf16 autocast; fp32 is there for fidelity (and the ONNX parity check)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+class _ExactFp32:
+    """While held, fp32 means fp32 on CUDA: no TF32 in convolutions (PyTorch allows it there by
+    default) or in products. The fast path on a GPU is bf16 autocast; fp32 is there for fidelity
+    (and the ONNX parity check). The flags are process-wide and read by CUDA kernels alone, but
+    they are set on every device, so that the path the CPU tests run is the one a GPU runs.
+
+    The last holder to leave puts back the flags as the first found them, so building or using an
+    Estimator or Predictor leaves a user's own settings alone, and threads sharing one Predictor
+    (the service's) all compute in fp32 until the last of them is done."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._found: list = []
+
+    @staticmethod
+    def _flags() -> list[tuple[object, str, object]]:
+        """(object, attribute, exact value) for cuDNN's convolutions and cuBLAS's products."""
+        backends = torch.backends
+        if hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision"):
+            # torch 2.9+: once a user sets these, reading the older allow_tf32 flags raises
+            return [(backends.cudnn.conv, "fp32_precision", "ieee"), (backends.cuda.matmul, "fp32_precision", "ieee")]
+        return [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._found = [(owner, name, getattr(owner, name)) for owner, name, _ in self._flags()]
+                for owner, name, exact in self._flags():
+                    setattr(owner, name, exact)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    for owner, name, found in self._found:
+                        setattr(owner, name, found)
+
+
+_exact_fp32 = _ExactFp32()
+
+
+def precision_settings(precision: str) -> contextlib.AbstractContextManager:
+    """The process-wide settings computing in ``precision`` needs while it runs: for fp32, no TF32
+    (see ``_ExactFp32``); nothing for the others, whose autocast decides."""
+    return _exact_fp32() if precision == "fp32" else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

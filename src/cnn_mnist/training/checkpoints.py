@@ -1,8 +1,12 @@
-"""Checkpoints: one file per saved step, written atomically, the newest few kept.
+"""Checkpoints: one file per saved step, written atomically, the newest few kept, and the mapping
+between a run's live objects and what the file holds.
 
 ``model.ckpt-<step>.pt`` holds a ``TrainingState``: the network, the weight average, the
 optimizer, the global step, every RNG state and the input position. That type is the one place
-the file's keys are named; the Estimator, the Predictor and the report read and write through it.
+the file's keys are named, and ``capture`` and the ``restore_*`` methods the one place live
+objects (network, average, optimizer, scaler, random streams, input) are turned into them and
+back, each object by its ``state_dict`` and ``load_state_dict``, as ignite's ``Checkpoint`` does;
+the Estimator, the Predictor and the report read and write through them.
 It is written to a hidden temporary file in the same directory and renamed over the final name,
 so a crash at any moment leaves either the old set of files or the new one, never a
 half-written checkpoint under a real name. Each file carries a SHA-256
@@ -13,6 +17,7 @@ unpickles arbitrary objects (``weights_only=True``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,8 +28,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnn_mnist.errors import CheckpointError
+from cnn_mnist.data.inputs import ArrayStream
+from cnn_mnist.errors import CheckpointError, NanLossError
 from cnn_mnist.files import write_atomically
+from cnn_mnist.kernels import devices
+from cnn_mnist.model.config import ModelParams
+from cnn_mnist.model.network import ConvNet
+from cnn_mnist.training import distributed
+from cnn_mnist.training.averaging import WeightAverage
 
 FORMAT = "cnn_mnist.checkpoint/2"
 # Format 1 flattened the last feature map channel-major (c, h, w) before the dense layer;
@@ -44,7 +55,7 @@ class TrainingState:
     global_step: int
     network: dict  # the trained weights (a state_dict of CPU tensors)
     averaged_network: dict | None = None  # the weight average, where the run kept one (--ema-decay)
-    optimizer: dict | None = None  # its state_dict, learning rate a number (see Estimator's _portable)
+    optimizer: dict | None = None  # its state_dict, learning rate a number (see _portable)
     scaler: dict | None = None  # fp16's gradient scaler
     rng: dict = field(default_factory=dict)  # {"torch": CPU stream, "cuda": the GPU's, where it ran}
     params: dict = field(default_factory=dict)  # the ModelParams it was trained with, as a dict
@@ -70,6 +81,56 @@ class TrainingState:
         """Load ``key``'s weights into ``network``, first checking that they belong to its architecture."""
         restore_network(network, {key: getattr(self, key)}, self.path or "checkpoint", key=key)
 
+    def restore_weights(self, network: nn.Module, average: WeightAverage | None,
+                        decay: float) -> WeightAverage | None:
+        """What evaluate and predict need: the trained weights into ``network`` and the checkpoint's
+        average into ``average`` (a new one, taking ``decay``, where that is None). Returns the
+        average, or None where the checkpoint has none."""
+        self.restore(network)
+        if self.uses_weight_average:
+            average = average if average is not None else WeightAverage(network, decay)
+            self.restore(average.network, key="averaged_network")
+        log.info("Restoring parameters from %s", self.path)
+        return average if self.uses_weight_average else None
+
+    def restore_training(self, network: nn.Module, average: WeightAverage | None, optimizer: torch.optim.Optimizer,
+                         scaler: torch.amp.GradScaler | None, params: ModelParams, device: torch.device,
+                         stream_seed: int) -> None:
+        """What resuming needs, into a run's fresh objects (those ``capture`` takes): the weights;
+        the average where the run keeps one (the checkpoint's, or else started from the restored
+        weights); the optimizer's state where it is of the same optimizer, with this run's learning
+        rate; the gradient scaler's; the random streams. ``stream_seed`` seeds a stream the
+        checkpoint does not hold (see ``devices.restore_rng_state``)."""
+        self.restore(network)
+        if average is not None:
+            if self.uses_weight_average:
+                self.restore(average.network, key="averaged_network")
+            else:
+                average.restart()
+        log.info("Restoring parameters from %s", self.path)
+        if self.optimizer is not None and self.params.get("optimizer") == params.optimizer:
+            optimizer.load_state_dict(self.optimizer)
+            for group in optimizer.param_groups:  # this run's learning rate, not the saved one
+                group["lr"] = params.learning_rate
+        else:
+            log.warning("%s was trained with another optimizer; %s starts with fresh state", self.path.name,
+                        params.optimizer)
+        if scaler is not None and self.scaler is not None:
+            scaler.load_state_dict(self.scaler)
+        if self.rng:
+            torch.set_rng_state(self.rng["torch"])
+            # the GPU's dropout stream; from another device's checkpoint, a stream fixed by the step
+            devices.restore_rng_state(device, self.rng, stream_seed)
+        if distributed.rank() > 0:
+            # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
+            # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
+            torch.manual_seed(stream_seed)
+
+    def restore_input(self, stream) -> None:
+        """The data order's position into an ArrayStream (any other input starts where it starts)."""
+        if isinstance(stream, ArrayStream) and self.input is not None and not stream.load_state_dict(self.input):
+            log.warning("the input differs from the checkpoint's (size or seed): its data order starts anew")
+
     def to_dict(self) -> dict:
         """The saved keys (the ones set), as ``save_checkpoint`` writes them."""
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -91,6 +152,62 @@ class TrainingState:
 def weights_label(uses_weight_average: bool) -> str:
     """"weight average" where a checkpoint carries one (inference runs on it), else "trained weights"."""
     return "weight average" if uses_weight_average else "trained weights"
+
+
+def capture(global_step: int, network: nn.Module, average: WeightAverage | None, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler | None, params: ModelParams, device: torch.device, training_seconds: float,
+            stream=None) -> TrainingState:
+    """The state of a run's live objects, each under its key (the tensors still on the device;
+    ``save`` moves them). A NanLossError where a weight is not finite: no checkpoint ever holds
+    one, so the last one written stays good to resume from."""
+    networks = [network] + ([average.network] if average is not None else [])
+    for parameter in (p for each in networks for p in each.parameters()):
+        if not torch.isfinite(parameter).all():
+            raise NanLossError(
+                f"NaN loss during training (weights not finite at step {global_step}); "
+                "the last good checkpoint is kept: lower the learning rate and run again to resume from it"
+            )
+    return TrainingState(
+        global_step=global_step,
+        network=network.state_dict(),
+        averaged_network=None if average is None else average.state_dict(),
+        optimizer=_portable(optimizer.state_dict()),
+        scaler=None if scaler is None else scaler.state_dict(),
+        rng={"torch": torch.get_rng_state(), **devices.rng_state(device)},
+        params=dataclasses.asdict(params),
+        training_seconds=training_seconds,
+        input=stream.state_dict() if isinstance(stream, ArrayStream) else None,
+    )
+
+
+def _portable(optimizer_state: dict) -> dict:
+    """A graphed run's optimizer state as an eager one's: the learning rate a number (not a GPU
+    tensor) and not capturable (which the CPU refuses), so the checkpoint resumes on any device."""
+    for group in optimizer_state["param_groups"]:  # state_dict's groups are copies
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = group["lr"].item()  # sync: at a save only
+        if group.get("capturable"):
+            group["capturable"] = False
+    return optimizer_state
+
+
+def find_state(model_dir: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None) -> TrainingState | None:
+    """The checkpoint at ``checkpoint_path`` where one is given, else the newest good one in
+    ``model_dir``; None if there is none."""
+    return read_state(checkpoint_path) if checkpoint_path else newest_state(model_dir)
+
+
+def restore_for_inference(model_dir: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None,
+                          device: torch.device | str = "cpu") -> tuple[nn.Module, TrainingState]:
+    """A network on ``device`` holding the weights evaluate and predict use (the average where the
+    checkpoint has one), in eval mode and frozen, and the state it was read from; from the given
+    checkpoint or the newest good one. An error if there is none."""
+    state = find_state(model_dir, checkpoint_path)
+    if state is None:
+        raise no_checkpoint_error(model_dir)
+    network = ConvNet().to(device, memory_format=torch.channels_last)
+    state.restore(network, key=state.inference_key)  # CPU tensors, copied to the device
+    return network.eval().requires_grad_(False), state
 
 
 def read_state(path: str | os.PathLike) -> TrainingState:

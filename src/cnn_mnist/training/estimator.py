@@ -14,13 +14,9 @@ touches the model directory. Call train, evaluate and predict on every process.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import inspect
 import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -29,7 +25,7 @@ import torch
 
 from cnn_mnist import notebook
 from cnn_mnist.data.inputs import ArrayStream, numpy_input_fn
-from cnn_mnist.errors import ConfigError, NanLossError, TrainingInterrupted
+from cnn_mnist.errors import ConfigError, TrainingInterrupted
 from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.cuda_graphs import GraphedStep, can_capture_on
 from cnn_mnist.kernels.precision import DESCRIPTIONS, autocast, gradient_scaler, resolve_precision
@@ -37,9 +33,11 @@ from cnn_mnist.model.config import ModelParams
 from cnn_mnist.training.config import RunConfig
 from cnn_mnist.model.model_fn import EstimatorSpec, Mode, build_optimizer, cnn_model_fn, learning_rate_at
 from cnn_mnist.model.network import ConvNet
-from cnn_mnist.progress import Progress
-from cnn_mnist.training import checkpoints, distributed
-from cnn_mnist.training.hooks import CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun
+from cnn_mnist.training import checkpoints, distributed, evaluation
+from cnn_mnist.training.averaging import WeightAverage
+from cnn_mnist.training.hooks import (CheckpointSaverHook, Hook, LoggingHook, NanGuardHook, SummaryHook, TrainingRun,
+                                      end_hooks)
+from cnn_mnist.training.interrupt import StopOnCtrlC
 from cnn_mnist.training.lock import ModelDirLock
 
 log = logging.getLogger(__name__)
@@ -63,8 +61,6 @@ class Estimator:
         # error if the machine has none such).
         self.device = distributed.gpu_of_this_process() or devices.resolve_device(self.config.device)
         self.precision = resolve_precision(self.config.precision, self.device)
-        if self.precision == "fp32":
-            devices.use_exact_fp32(self.device)
         self._initialize()
 
     def describe(self) -> str:
@@ -102,25 +98,25 @@ class Estimator:
         log.info("Watch training in TensorBoard: tensorboard --logdir %s", self.model_dir)
         with contextlib.ExitStack() as held:
             held.enter_context(devices.training_settings(self.device, self.config.deterministic))
+            held.enter_context(devices.precision_settings(self.precision))
             def open_model_dir() -> dict | None:  # rank 0 alone: the others may not even see the directory
                 held.enter_context(ModelDirLock(self.model_dir))
                 checkpoints.remove_stale_temporaries(self.model_dir)
-                return self._read_checkpoint()
+                return self._read_checkpoint()  # None where there is none
 
             saved = self._received_state(distributed.from_chief(open_model_dir))
             if saved is None:
                 self._start_fresh()
             else:
-                self._restore_training(saved)
+                self._resume(saved)
             target = self.global_step + steps if steps is not None else max_steps
             if self.global_step >= target:
                 log.info("Already at global step %d, at or past max_steps %d: nothing to train.",
                          self.global_step, target)
                 return self
             stream = _on_device(input_fn(), self.device)
-            if saved is not None and isinstance(stream, ArrayStream) and saved.input is not None:
-                if not stream.load_state_dict(saved.input):
-                    log.warning("the input differs from the checkpoint's (size or seed): its data order starts anew")
+            if saved is not None:
+                saved.restore_input(stream)
             self._run_steps(iter(stream), stream, target, list(hooks))
         return self
 
@@ -134,7 +130,7 @@ class Estimator:
         log.info("Training from global step %d to %d.", self.global_step, target)
         self._run_started = time.perf_counter()
         train_step = self._step_function()
-        with _StopOnCtrlC(lambda: run.global_step) as ctrl_c:
+        with StopOnCtrlC(lambda: run.global_step) as ctrl_c:
             for hook in hooks:
                 hook.begin(run)
             try:
@@ -159,9 +155,9 @@ class Estimator:
                         hook.after_step(run)
             except BaseException:
                 run.failed = True
-                _end_hooks(hooks, run, raise_errors=False)  # writers close; savers see run.failed
+                end_hooks(hooks, run, raise_errors=False)  # writers close; savers see run.failed
                 raise
-            _end_hooks(hooks, run, raise_errors=True)
+            end_hooks(hooks, run, raise_errors=True)
         if ctrl_c.pressed:
             log.warning("Interrupted at global step %d; checkpoint saved.", run.global_step)
             raise TrainingInterrupted(run.global_step, saved=True)
@@ -246,8 +242,8 @@ class Estimator:
             self.scaler.update()
         else:
             self.optimizer.step()
-        if self.averaged is not None:
-            self._update_average()
+        if self.average is not None:
+            self.average.update()
         return spec, loss
 
     # -- evaluate and predict -------------------------------------------------------------------
@@ -281,43 +277,8 @@ class Estimator:
         """Accuracy and mean loss of the network as it is now (no restore); in a distributed run,
         a collective (each rank takes its part of every batch; the sums are added over ranks)."""
         precision = self.precision if precision is None else resolve_precision(precision, self.device)
-        if precision == "fp32":
-            devices.use_exact_fp32(self.device)  # as an fp32 Estimator has it: no TF32 on CUDA
-        seen, count, loss_sum, metric_sums = 0, 0, torch.zeros((), dtype=torch.float64, device=self.device), {}
-        stream = _on_device(input_fn(), self.device)
-        total = len(stream) * stream.num_epochs if isinstance(stream, ArrayStream) and stream.num_epochs else None
-        show = progress and distributed.is_chief()
-        with (torch.inference_mode(), autocast(precision, self.device.type),
-              Progress("evaluate", total, unit="image") if show else contextlib.nullcontext() as bar):
-            for images, labels in stream:
-                if labels is None:
-                    raise ConfigError("evaluate needs labels; this input function yields images only")
-                seen += len(labels)
-                part = distributed.shard(len(labels))
-                images, labels = images[part].to(self.device), labels[part].to(self.device)  # there already, mostly
-                if len(labels) == 0:  # a batch smaller than the number of processes
-                    continue
-                spec = self._model(self.evaluation_network, images, labels, Mode.EVAL)
-                count += len(labels)
-                loss_sum += spec.loss.double() * len(labels)  # batch mean -> sum
-                for key, values in spec.eval_metrics.items():
-                    metric_sums[key] = metric_sums.get(key, 0) + values.double().sum()
-                if bar is not None:
-                    bar.update(seen, accuracy=float(metric_sums.get("accuracy", 0) / count))
-        if distributed.world_size() > 1:
-            if distributed.any_rank(count == 0):  # so every rank knows the same metric names
-                raise ConfigError(f"evaluate needs batches of at least {distributed.world_size()} examples, "
-                                  "one for each process")
-            keys = sorted(metric_sums)
-            # float64 sums of float32 values: the total is one process's to ~1e-15 (sync: one all-reduce)
-            totals = distributed.sum_over_ranks(torch.stack(
-                [torch.tensor(float(count), dtype=torch.float64, device=self.device), loss_sum,
-                 *(metric_sums[key] for key in keys)]))
-            count, loss_sum, metric_sums = int(totals[0].item()), totals[1], dict(zip(keys, totals[2:], strict=True))
-        if count == 0:
-            raise ConfigError("evaluate got no examples from the input function")
-        results = {key: float(total / count) for key, total in metric_sums.items()}
-        results["loss"] = float(loss_sum / count)
+        results = evaluation.measure(self._model, self.evaluation_network, _on_device(input_fn(), self.device),
+                                     self.device, precision, progress=progress)
         results["global_step"] = self.global_step
         return results
 
@@ -334,7 +295,9 @@ class Estimator:
     def _predictions(self, input_fn) -> Iterator[dict]:
         for batch in _on_device(input_fn(), self.device):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            with torch.inference_mode(), autocast(self.precision, self.device.type):
+            # the settings held per batch alone: a generator's caller runs between its batches
+            with (torch.inference_mode(), devices.precision_settings(self.precision),
+                  autocast(self.precision, self.device.type)):
                 spec = self._model(self.evaluation_network, images.to(self.device), None, Mode.PREDICT)
             classes = spec.predictions["classes"].cpu().numpy()  # sync: one per batch
             probabilities = spec.predictions["probabilities"].cpu().numpy()
@@ -351,17 +314,7 @@ class Estimator:
     @property
     def evaluation_network(self) -> torch.nn.Module:
         """The weights evaluate and predict use: the moving average where there is one."""
-        return self.averaged if self.averaged is not None else self.network
-
-    def _update_average(self) -> None:
-        # One fused pass over the weights: ~0.5 ms a step here (1.5% of a fast-preset step).
-        with torch.no_grad():
-            torch._foreach_lerp_(self._averaged_parameters, self._live_parameters, 1.0 - self.params.ema_decay)
-
-    def _start_average(self) -> None:
-        self.averaged = copy.deepcopy(self.network).requires_grad_(False)
-        self._averaged_parameters = list(self.averaged.parameters())
-        self._live_parameters = list(self.network.parameters())
+        return self.average.network if self.average is not None else self.network
 
     def latest_checkpoint(self) -> Path | None:
         return checkpoints.latest_checkpoint(self.model_dir)
@@ -373,13 +326,15 @@ class Estimator:
         # Channels-last lets oneDNN run the convolutions and their backward without layout
         # conversions; with pooling before ReLU it makes a training step ~1.35x faster here.
         self.network = network.to(self.device, memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.network.parameters(), self.params)
-        self.scaler = gradient_scaler(self.precision, self.device)
-        self.averaged = None
-        if self.params.ema_decay:
-            self._start_average()
+        self._start_training_objects()
         self.global_step = 0
         self.training_seconds = 0.0
+
+    def _start_training_objects(self) -> None:
+        """A fresh optimizer, gradient scaler (fp16) and weight average (``ema_decay``) for the network as it is."""
+        self.optimizer = build_optimizer(self.network.parameters(), self.params)
+        self.scaler = gradient_scaler(self.precision, self.device)
+        self.average = WeightAverage(self.network, self.params.ema_decay) if self.params.ema_decay else None
 
     def _restore(self, checkpoint_path: str | os.PathLike | None = None) -> checkpoints.TrainingState:
         """The weights evaluate and predict use, from the newest (or the given) checkpoint; an error
@@ -387,15 +342,13 @@ class Estimator:
         state = self._received_state(distributed.from_chief(lambda: self._read_checkpoint(checkpoint_path)))
         if state is None:
             raise checkpoints.no_checkpoint_error(self.model_dir)
-        self._restore_weights(state)
+        self.average = state.restore_weights(self.network, self.average, self.params.ema_decay)
+        self.global_step, self.training_seconds = state.global_step, state.training_seconds or 0.0
         return state
 
     def _read_checkpoint(self, checkpoint_path: str | os.PathLike | None = None) -> dict | None:
         """The given checkpoint or the newest good one, as ``from_chief`` can send it; None if none."""
-        if checkpoint_path:
-            state = checkpoints.read_state(checkpoint_path)
-        else:
-            state = checkpoints.newest_state(self.model_dir)
+        state = checkpoints.find_state(self.model_dir, checkpoint_path)
         return None if state is None else {"path": str(state.path), "state": state.to_dict()}
 
     @staticmethod
@@ -408,72 +361,22 @@ class Estimator:
         # stream of its own on every other rank, so ranks do not share masks.
         torch.manual_seed(self.config.seed + distributed.rank())
 
-    def _restore_weights(self, state: checkpoints.TrainingState) -> None:
-        """The trained weights and the weight average where the checkpoint has one: what inference needs."""
-        state.restore(self.network)
-        if state.uses_weight_average:
-            if self.averaged is None:
-                self._start_average()
-            state.restore(self.averaged, key="averaged_network")
-        else:
-            self.averaged = None
-        self.global_step = state.global_step
-        self.training_seconds = state.training_seconds or 0.0
-        log.info("Restoring parameters from %s", state.path)
-
-    def _restore_training(self, state: checkpoints.TrainingState) -> None:
-        """The weights, then what resuming needs on top: this run's average (kept, started from the
-        restored weights, or dropped), the optimizer, the gradient scaler and the random streams."""
-        self._restore_weights(state)
-        if not self.params.ema_decay:
-            self.averaged = None
-        elif self.averaged is None:  # the average starts from the restored weights
-            self._start_average()
-        if state.optimizer is not None and state.params.get("optimizer") == self.params.optimizer:
-            self.optimizer.load_state_dict(state.optimizer)
-            for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
-                group["lr"] = self.params.learning_rate
-        else:
-            self.optimizer = build_optimizer(self.network.parameters(), self.params)
-            log.warning("%s was trained with another optimizer; %s starts with fresh state", state.path.name,
-                        self.params.optimizer)
-        if self.scaler is not None:
-            if state.scaler is not None:
-                self.scaler.load_state_dict(state.scaler)
-            else:
-                self.scaler = gradient_scaler(self.precision, self.device)
-        if state.rng:
-            torch.set_rng_state(state.rng["torch"])
-            # the GPU's dropout stream; from another device's checkpoint, a stream fixed by the step
-            devices.restore_rng_state(self.device, state.rng, self._resumed_stream_seed())
-        if distributed.rank() > 0:
-            # A checkpoint holds rank 0's stream alone (rank 0 alone saves); every other rank starts
-            # a new one, so a resumed distributed run with dropout is not bit-identical to an unbroken one.
-            torch.manual_seed(self._resumed_stream_seed())
+    def _resume(self, state: checkpoints.TrainingState) -> None:
+        """This run's fresh optimizer, scaler and average, then everything the checkpoint holds for
+        them and the network (see ``TrainingState.restore_training``)."""
+        self._start_training_objects()
+        self.global_step, self.training_seconds = state.global_step, state.training_seconds or 0.0
+        state.restore_training(self.network, self.average, self.optimizer, self.scaler, self.params, self.device,
+                               stream_seed=self._resumed_stream_seed())
 
     def _resumed_stream_seed(self) -> int:
         """A seed for a random stream the checkpoint does not hold: fixed by the run, rank and step."""
         return self.config.seed + distributed.rank() + self.global_step * distributed.world_size()
 
     def _save(self, stream) -> Path:
-        networks = [self.network] + ([self.averaged] if self.averaged is not None else [])
-        for parameter in (p for network in networks for p in network.parameters()):
-            if not torch.isfinite(parameter).all():
-                raise NanLossError(
-                    f"NaN loss during training (weights not finite at step {self.global_step}); "
-                    "the last good checkpoint is kept: lower the learning rate and run again to resume from it"
-                )
-        state = checkpoints.TrainingState(
-            global_step=self.global_step,
-            network=self.network.state_dict(),
-            averaged_network=None if self.averaged is None else self.averaged.state_dict(),
-            optimizer=_portable(self.optimizer.state_dict()),
-            scaler=None if self.scaler is None else self.scaler.state_dict(),
-            rng={"torch": torch.get_rng_state(), **devices.rng_state(self.device)},
-            params=dataclasses.asdict(self.params),
-            training_seconds=self.training_seconds + time.perf_counter() - self._run_started,
-            input=stream.state_dict() if isinstance(stream, ArrayStream) else None,
-        )
+        training_seconds = self.training_seconds + time.perf_counter() - self._run_started
+        state = checkpoints.capture(self.global_step, self.network, self.average, self.optimizer, self.scaler,
+                                    self.params, self.device, training_seconds, stream)
         return state.save(self.model_dir, self.config.keep_checkpoint_max)
 
     def _write_eval_summaries(self, results: dict, name: str | None) -> None:
@@ -485,58 +388,6 @@ class Estimator:
                     writer.add_scalar(key, value, self.global_step)
 
 
-def _portable(optimizer_state: dict) -> dict:
-    """A graphed run's optimizer state as an eager one's: the learning rate a number (not a GPU
-    tensor) and not capturable (which the CPU refuses), so the checkpoint resumes on any device."""
-    for group in optimizer_state["param_groups"]:  # state_dict's groups are copies
-        if isinstance(group.get("lr"), torch.Tensor):
-            group["lr"] = group["lr"].item()  # sync: at a save only
-        if group.get("capturable"):
-            group["capturable"] = False
-    return optimizer_state
-
-
 def _on_device(stream, device: torch.device):
     """An ArrayStream moved to ``device`` once (its arrays stay resident there); any other input as it is."""
     return stream.to(device) if isinstance(stream, ArrayStream) else stream
-
-
-def _end_hooks(hooks: list[Hook], run: TrainingRun, raise_errors: bool) -> None:
-    """Run every hook's end(), even after one of them fails (the NaN guard raises there); a
-    failure marks the run failed, so later hooks (the checkpoint saver) see it."""
-    first_error = None
-    for hook in hooks:
-        try:
-            hook.end(run)
-        except Exception as error:
-            run.failed = True
-            first_error = first_error or error
-            if not raise_errors:
-                log.warning("%s.end() failed after the run had failed: %s", type(hook).__name__, error)
-    if first_error is not None and raise_errors:
-        raise first_error
-
-
-class _StopOnCtrlC:
-    """While training, the first Ctrl-C asks the loop to stop after the current step, so the
-    checkpoint saved on the way out is a consistent one; a second Ctrl-C interrupts at once."""
-
-    def __init__(self, global_step: Callable[[], int] = lambda: 0):
-        self._global_step = global_step
-
-    def __enter__(self):
-        self.pressed = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.pressed:
-            raise TrainingInterrupted(self._global_step(), saved=False)
-        self.pressed = True
-        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press again to abort now)")
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

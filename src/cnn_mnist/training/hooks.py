@@ -82,6 +82,23 @@ def fires(run: TrainingRun, every_n_steps: int) -> bool:
     return every_n_steps > 0 and (run.is_first_step() or run.global_step % every_n_steps == 0)
 
 
+def end_hooks(hooks: list[Hook], run: TrainingRun, raise_errors: bool) -> None:
+    """Run every hook's end(), even after one of them fails (the NaN guard raises there); a
+    failure marks the run failed, so later hooks (the checkpoint saver) see it. The first failure
+    is raised afterwards where ``raise_errors``; else (the run failed already) each is logged."""
+    first_error = None
+    for hook in hooks:
+        try:
+            hook.end(run)
+        except Exception as error:
+            run.failed = True
+            first_error = first_error or error
+            if not raise_errors:
+                log.warning("%s.end() failed after the run had failed: %s", type(hook).__name__, error)
+    if first_error is not None and raise_errors:
+        raise first_error
+
+
 class LoggingHook(Hook):
     """The tutorial's INFO lines: ``loss = ..., step = ...`` and ``global_step/sec: ...``."""
 

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from cnn_mnist.kernels import devices
 from cnn_mnist.model.network import IMAGE_SIZE, STAGE_LABELS
 from cnn_mnist.use.predictor import Predictor
 
@@ -75,8 +76,12 @@ def explain(predictor: Predictor, pixels: np.ndarray) -> Explanation:
     if array.shape != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"explain takes one 28x28 digit, got shape {array.shape}")
     image = array.astype(np.float32) / np.float32(255.0) if array.dtype == np.uint8 else array.astype(np.float32)
-    network = predictor.network
     x = torch.from_numpy(image).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).to(predictor.device)
+    with devices.precision_settings(predictor.precision):  # an fp32 Predictor's explanation is exact fp32 too
+        return _explain(predictor.network, x, image)
+
+
+def _explain(network: torch.nn.Module, x: torch.Tensor, image: np.ndarray) -> Explanation:
     with torch.inference_mode():  # the network is shared (the service's threads); stages() writes nothing to it
         outputs = {stage.name: stage for stage in network.stages(x)}
     stages = [Stage(name, outputs[name].label, outputs[name].output[0].float().cpu().numpy())

@@ -20,7 +20,7 @@ import torch
 
 from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.precision import autocast, resolve_precision
-from cnn_mnist.model.network import IMAGE_SIZE, NUM_CLASSES, ConvNet
+from cnn_mnist.model.network import IMAGE_SIZE, NUM_CLASSES
 from cnn_mnist.training import checkpoints
 
 log = logging.getLogger(__name__)
@@ -69,22 +69,13 @@ class Predictor:
                  precision: str = "fp32", device: str = "auto"):
         self.model_dir = Path(model_dir)
         self.device = devices.resolve_device(device)  # before the file is read: a bad device is the first error
-        if checkpoint_path:
-            state = checkpoints.read_state(checkpoint_path)
-        else:
-            state = checkpoints.newest_state(self.model_dir)  # warns about damaged newer ones
-        if state is None:
-            raise checkpoints.no_checkpoint_error(self.model_dir)
-        self.network = ConvNet().to(self.device, memory_format=torch.channels_last)
-        state.restore(self.network, key=state.inference_key)  # CPU tensors, copied to the device
-        self.network.eval().requires_grad_(False)
+        # The newest good checkpoint (warning about damaged newer ones), or the one given.
+        self.network, state = checkpoints.restore_for_inference(self.model_dir, checkpoint_path, self.device)
         self.checkpoint_path = path = state.path
         self.global_step = state.global_step
         self.uses_weight_average = state.uses_weight_average
         self.weights = state.weights  # "weight average" or "trained weights", as every command says it
         self.precision = resolve_precision(precision, self.device)
-        if self.precision == "fp32":
-            devices.use_exact_fp32(self.device)
         log.info("Loaded %s (global step %d, %s) on %s", path.absolute(), self.global_step, self.weights,
                  devices.describe(self.device))
 
@@ -93,7 +84,7 @@ class Predictor:
         images = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
         if tuple(images.shape) == (IMAGE_SIZE, IMAGE_SIZE):  # one image
             images = images.unsqueeze(0)
-        with torch.inference_mode():
+        with torch.inference_mode(), devices.precision_settings(self.precision):
             with autocast(self.precision, self.device.type):
                 logits = self.network(images.to(self.device)).float()
             probabilities = torch.softmax(logits, dim=1)
