@@ -65,7 +65,7 @@ def training_images_per_s(mnist, augmentation: Augmentation, steps: int, consist
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--data-dir")

@@ -81,7 +81,7 @@ def run_layout(processes: int, precision: str, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each figure is the best")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])

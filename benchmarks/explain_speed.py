@@ -42,7 +42,7 @@ def percentiles(seconds: list[float]) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()

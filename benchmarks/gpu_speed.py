@@ -424,7 +424,7 @@ def print_table(result):
 
 def main():
     names = [name for name, _, _ in SECTIONS]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="the device to measure (default: cuda)")
     parser.add_argument("--data-dir", help="MNIST's directory (default: cnn-mnist's cache)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per throughput figure")

@@ -133,7 +133,7 @@ def compare(model_dir: Path, reference_dir: Path, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=5, help="steps between checkpoints")

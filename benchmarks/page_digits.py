@@ -187,7 +187,7 @@ def summarise(trials: list[dict], args, checkpoint: str, seconds: float) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--repeats", type=int, default=10, help="drawings of each digit (default: 10)")
     parser.add_argument("--seed", type=int, default=0)

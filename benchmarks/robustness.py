@@ -22,7 +22,7 @@ from cnn_mnist.use.robustness import evaluate_corruptions
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", action="append", required=True)
     parser.add_argument("--images", type=int, default=1000)
     args = parser.parse_args()

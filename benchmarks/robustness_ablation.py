@@ -64,7 +64,7 @@ ROWS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast", choices=sorted(ROWS))
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

@@ -115,7 +115,7 @@ def run_scenario(url: str, name: str, images_per_request: int, make_request, arg
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--requests", type=int, default=2000, help="requests per scenario (default: 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: 16)")

@@ -149,7 +149,7 @@ def training_run_peak_rss_mib(steps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per measurement")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip-time-to-99", action="store_true", help="skip the fast-preset runs (~40 s each)")

@@ -29,7 +29,7 @@ def override(text: str) -> tuple[str, float]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", type=override, action="append", required=True, metavar="KEY=VALUE")
     args = parser.parse_args()

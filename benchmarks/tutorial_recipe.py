@@ -34,7 +34,7 @@ def run(initializer: str, steps: int, mnist, seed: int) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--initializers", default="glorot,pytorch")
     parser.add_argument("--seed", type=int, default=0)

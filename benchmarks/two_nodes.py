@@ -133,7 +133,7 @@ def newest_weights(model_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--data-dir", help="MNIST directory (default: the package's cache)")
     parser.add_argument("--program", help="a Python file to run instead of `-m cnn_mnist` (the tests' wrapper)")

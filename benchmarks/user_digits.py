@@ -219,7 +219,7 @@ def build_sources(args, rng) -> tuple[dict[str, list[tuple[bytes, int]]], dict]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", action="append", required=True, help="a trained model directory; repeatable")
     parser.add_argument("--fonts-dir", default="/usr/share/fonts")
     parser.add_argument("--variants", type=int, default=3, help="renderings of each digit in each font")

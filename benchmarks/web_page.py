@@ -58,7 +58,7 @@ def sizes(site: Path) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--loads", type=int, default=10)
     parser.add_argument("--drawings", type=int, default=60)

@@ -30,7 +30,7 @@ def answers(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--data-dir")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from cnn_mnist import PRESETS, Estimator, load_mnist, numpy_input_fn
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS))
     args = parser.parse_args()

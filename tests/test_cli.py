@@ -18,6 +18,7 @@ from cnn_mnist.cli import main, parse_arguments
 from cnn_mnist.data.datasets import FILES
 from cnn_mnist.training.checkpoints import content_digest
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "20", "--optimizer", "adam", "--log-probabilities-every", "0"]
 
 
@@ -632,6 +633,27 @@ def test_help_matches_its_snapshot(command, monkeypatch, capsys):
 def test_an_unknown_flag_points_to_its_commands_help(capsys):
     err = one_line_error(capsys, ["train", "--bogus"], "--bogus", status=2)
     assert err == "cnn-mnist: error: train: unrecognized arguments: --bogus (see: cnn-mnist train --help)"
+
+
+def test_a_flag_is_never_read_as_the_start_of_a_longer_one(capsys, tmp_path):
+    # argparse's default reads --data as --data-dir: train would download MNIST into the folder named
+    pictures = tmp_path / "pictures"
+    err = one_line_error(capsys, ["train", "--data", str(pictures)], "unrecognized arguments: --data", status=2)
+    assert err.startswith("cnn-mnist: error: train: ") and not pictures.exists()
+    one_line_error(capsys, ["evaluate", "--model", str(tmp_path)], "unrecognized arguments: --model", status=2)
+
+
+def test_every_other_parser_in_the_repository_takes_whole_flags_only():
+    """The benchmarks' and examples' parsers too: each is built with allow_abbrev=False."""
+    import ast
+
+    built = []
+    for path in sorted([*ROOT.glob("benchmarks/*.py"), *ROOT.glob("examples/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "ArgumentParser":
+                keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
+                built.append((path.name, keywords.get("allow_abbrev", True)))
+    assert len(built) >= 15 and [name for name, abbreviations in built if abbreviations] == []
 
 
 def test_verbose_turns_on_this_packages_debug_lines_only(tmp_path, capsys):

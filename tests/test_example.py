@@ -37,6 +37,14 @@ def test_each_example_runs_as_users_run_it(script, where, tmp_path):
     assert results["global_step"] == 20 and 0.1 <= results["accuracy"] <= 1 and results["loss"] > 0
 
 
+def test_the_example_takes_whole_flags_only(tmp_path):
+    # argparse's default would read --model as --model-dir and train into the folder named
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--model", str(tmp_path / "m")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "unrecognized arguments: --model" in done.stderr, done.stderr
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.fixture(scope="module")
 def example():
     spec = importlib.util.spec_from_file_location("tutorial_example", EXAMPLE)  # its functions, to compare

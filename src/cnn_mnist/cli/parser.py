@@ -202,7 +202,11 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as the package's one line (and a pointer to --help) instead of a
-    usage block followed by ``cnn-mnist train: error: ...``."""
+    usage block followed by ``cnn-mnist train: error: ...``, and no abbreviated flags: argparse
+    would read ``--data`` as ``--data-dir``, so a misspelt or newer flag would quietly mean another."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         command = self.prog.removeprefix("cnn-mnist").strip()
