@@ -5,7 +5,7 @@
 Importing starts nothing: no threads, no seeding, no downloads.
 """
 
-from cnn_mnist.data.datasets import Mnist, Split, load_mnist
+from cnn_mnist.data.datasets import Dataset, Mnist, Split, load_dataset, load_mnist
 from cnn_mnist.data.inputs import numpy_input_fn
 from cnn_mnist.errors import CnnMnistError
 from cnn_mnist.model.config import ModelParams
@@ -19,8 +19,8 @@ from cnn_mnist.use.predictor import Prediction, Predictor
 from cnn_mnist.version import __version__  # noqa: F401  (cnn_mnist.__version__, as usual)
 
 __all__ = [
-    "CnnMnistError", "ConvNet", "Estimator", "EstimatorSpec", "Hook", "LoggingHook", "Mnist", "Mode",
+    "CnnMnistError", "ConvNet", "Dataset", "Estimator", "EstimatorSpec", "Hook", "LoggingHook", "Mnist", "Mode",
     "ModelParams", "PRESETS", "Prediction", "Predictor", "ProbabilitiesLogHook", "ProgressHook", "RunConfig",
     "Split", "TrainConfig", "TrainingRun",
-    "cnn_model_fn", "load_mnist", "numpy_input_fn",
+    "cnn_model_fn", "load_dataset", "load_mnist", "numpy_input_fn",
 ]

@@ -49,19 +49,23 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
-    from cnn_mnist.data.datasets import load_mnist
-    from cnn_mnist.training.config import RunConfig
+    from cnn_mnist.data.datasets import load_dataset
+    from cnn_mnist.model.config import ModelParams
+    from cnn_mnist.training.config import RunConfig, TrainConfig
     from cnn_mnist.training.estimator import Estimator
     from cnn_mnist.training.run_record import read_run_config
 
     _check_device(args.device)
+    records = []
     for model_dir in args.model_dir:
         _require_model_dir(model_dir, args.model_dir_is_default)
-        trained = read_run_config(model_dir)
-        if args.split == "validation" and trained is not None and trained.train_on_all:
+        records.append(trained := read_run_config(model_dir) or TrainConfig())  # none: an MNIST model
+        if args.split == "validation" and trained.train_on_all:
             log.warning("%s was trained on all 60,000 images: the validation split was part of its training",
                         model_dir)
-    split = load_mnist(args.data_dir, progress=not args.quiet).split(args.split)
+    trained = records[0]  # the data the (first) model was trained on, split as it was
+    split = load_dataset(trained.data, args.data_dir, prepare=trained.prepare, test_fraction=trained.test_fraction,
+                         seed=trained.run.seed, progress=not args.quiet).split(args.split)
     if args.corruptions:
         _evaluate_corruptions(args, split)
         return
@@ -74,7 +78,8 @@ def evaluate(args) -> None:
                      member["global_step"], member["accuracy"], member["loss"])
         print_result(results, args.json)
         return
-    classifier = Estimator(model_dir=args.model_dir[0], config=RunConfig(device=args.device))
+    classifier = Estimator(model_dir=args.model_dir[0], params=ModelParams(classes=trained.params.classes),
+                           config=RunConfig(device=args.device))
     log.info("Evaluating on %s", classifier.describe())
     results = classifier.evaluate(classifier.input_fn_for(split), name=None if args.split == "test" else args.split,
                                   progress=not args.quiet)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from cnn_mnist.data.datasets import DIGITS
 from cnn_mnist.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 INITIALIZERS = ("glorot", "pytorch")
 LR_SCHEDULES = ("constant", "one_cycle")
+MAX_CLASSES = 1_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class ModelParams:
     step; the augmentation's clean share then plays no part): the loss is the clean view's cross-entropy plus W times
     the Jensen-Shannon divergence between the two views' predictions, as AugMix trains (Hendrycks et al., 2020), so
     a damaged digit only has to read as the same digit; needs a damage ingredient; 0 turns it off."""
+    classes: tuple[str, ...] = field(default=DIGITS, repr=False, metadata={"flag": False})  # logged apart
+    """The name of each class, label i being classes[i]: MNIST's digits "0" to "9", or a picture folder's class
+    folders (set from --data); the last layer has one output per class, and a checkpoint records them."""
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -63,5 +68,9 @@ class ModelParams:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (math.isfinite(self.consistency) and self.consistency >= 0):
             raise ConfigError(f"consistency must be a finite number >= 0, got {self.consistency}")
+        if not 2 <= len(self.classes) <= MAX_CLASSES or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"a model needs 2 to {MAX_CLASSES:,} classes, each named once; got {len(self.classes)}"
+                              f"{'' if len(set(self.classes)) == len(self.classes) else ' with a name repeated'}")
+        object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))  # a list from JSON too
         if self.initializer not in INITIALIZERS:
             raise ConfigError(f"initializer must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")

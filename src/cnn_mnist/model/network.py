@@ -33,7 +33,7 @@ class ConvNet(nn.Module):
     """The network of TensorFlow's "Build a Convolutional Neural Network using Estimators"."""
 
     def __init__(self, dropout_rate: float = 0.4, generator: torch.Generator | None = None,
-                 initializer: str = "glorot"):
+                 initializer: str = "glorot", num_classes: int = NUM_CLASSES):
         super().__init__()
         # padding=2 is TensorFlow's 'same' for a 5x5 kernel at stride 1: 28x28 stays 28x28.
         self.conv1 = nn.Conv2d(1, 32, kernel_size=5, padding=2)
@@ -41,7 +41,7 @@ class ConvNet(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)  # the layer; forward runs it fused with its ReLU
         self.dense = nn.Linear(7 * 7 * 64, 1024)  # two 2x2 pools take 28x28 to 7x7
         self.dropout = nn.Dropout(p=dropout_rate)  # active only in train(); rate = fraction dropped
-        self.logits = nn.Linear(1024, NUM_CLASSES)
+        self.logits = nn.Linear(1024, num_classes)  # MNIST's ten digits, or a dataset's own classes
         if initializer == "glorot":
             initialize_like_tensorflow(self, generator)
         elif initializer == "pytorch":  # PyTorch's own defaults, for comparison
@@ -72,7 +72,7 @@ class ConvNet(nn.Module):
         # The dense layer holds 98% of the weights and 23% of the FLOPs; on the CPU oneDNN runs
         # it ~2x faster than PyTorch's default BLAS does on AMD CPUs (see kernels).
         x = self._dropout(torch.relu(kernels.linear(x, self.dense.weight, self.dense.bias)))  # (N, 1024)
-        return self.logits(x)  # (N, 10)
+        return self.logits(x)  # (N, classes)
 
     def stages(self, images: torch.Tensor) -> list[StageOutput]:
         """Every stage's output for ``images``, in order, each with its name and label

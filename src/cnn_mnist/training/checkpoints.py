@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from cnn_mnist.data.inputs import ArrayStream
-from cnn_mnist.errors import CheckpointError, NanLossError
+from cnn_mnist.data.datasets import DIGITS
+from cnn_mnist.errors import CheckpointError, ConfigError, NanLossError
 from cnn_mnist.files import write_atomically
 from cnn_mnist.kernels import devices
 from cnn_mnist.model.config import ModelParams
@@ -73,6 +74,11 @@ class TrainingState:
         return weights_label(self.uses_weight_average)
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names the network was trained on (MNIST's digits for checkpoints older than them)."""
+        return tuple(self.params.get("classes", DIGITS))
+
+    @property
     def inference_key(self) -> str:
         """The weights evaluate and predict use: the average where there is one."""
         return "averaged_network" if self.uses_weight_average else "network"
@@ -100,7 +106,11 @@ class TrainingState:
         the average where the run keeps one (the checkpoint's, or else started from the restored
         weights); the optimizer's state where it is of the same optimizer, with this run's learning
         rate; the gradient scaler's; the random streams. ``stream_seed`` seeds a stream the
-        checkpoint does not hold (see ``devices.restore_rng_state``)."""
+        checkpoint does not hold (see ``devices.restore_rng_state``). A ConfigError, before anything
+        is restored, where the checkpoint's classes are not this run's."""
+        if self.classes != params.classes:
+            raise ConfigError(f"{self.path.parent} was trained on the classes {', '.join(self.classes)}, not "
+                              f"{', '.join(params.classes)}; train these in another --model-dir")
         self.restore(network)
         if average is not None:
             if self.uses_weight_average:
@@ -205,7 +215,7 @@ def restore_for_inference(model_dir: str | os.PathLike, checkpoint_path: str | o
     state = find_state(model_dir, checkpoint_path)
     if state is None:
         raise no_checkpoint_error(model_dir)
-    network = ConvNet().to(device, memory_format=torch.channels_last)
+    network = ConvNet(num_classes=len(state.classes)).to(device, memory_format=torch.channels_last)
     state.restore(network, key=state.inference_key)  # CPU tensors, copied to the device
     return network.eval().requires_grad_(False), state
 

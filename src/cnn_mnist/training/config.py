@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnn_mnist.data.augment import Augmentation
+from cnn_mnist.data.datasets import DEFAULT_TEST_FRACTION
+from cnn_mnist.data.folders import PREPARE_MODES
 from cnn_mnist.errors import ConfigError
 from cnn_mnist.kernels.devices import check_device_name
 from cnn_mnist.kernels.precision import PRECISIONS
@@ -65,13 +67,26 @@ class RunConfig:
 class TrainConfig:
     """One training job as the CLI runs it: a preset, plus any flags that override it."""
 
+    data: str = field(default="mnist", metadata={"metavar": "DATA"})
+    """What to train on: mnist (the tutorial's), or a folder with one subfolder of pictures per class, the subfolder's
+    name being the class's (any picture Pillow reads, any size); its train/ and test/ folders where it has both, else
+    a stratified test-fraction of each class held out as the test set; the same share of the rest is the validation
+    split."""
+    prepare: str = field(default="auto", metadata={"choices": PREPARE_MODES})
+    """How a folder's pictures become 28x28: auto keeps a 28x28 greyscale picture as it is (white on black, as
+    MNIST's) and prepares any other as predict does (ink found, cropped to 20 px, centred); mnist prepares every
+    picture; as-is takes 28x28 pictures only, made greyscale."""
+    test_fraction: float = field(default=DEFAULT_TEST_FRACTION, metadata={"metavar": "F"})
+    """Share of each class of a folder held out as its test set, drawn with the seed (a folder with train/ and test/
+    is split as given)."""
     steps: int = field(default=20_000, metadata={"metavar": "N"})
     """Global step to train to: an absolute target, so a re-run never trains past it."""
     batch_size: int = field(default=100, metadata={"metavar": "N"})
     """Images per step; under torchrun, all processes together: the global batch, shared evenly."""
     train_on_all: bool = field(default=False, metadata={"negatable": False})
-    """Train on all 60,000 training images instead of 55,000: the validation split becomes training data, so
-    validation during training is turned off (a non-zero eval-every with it is an error)."""
+    """Train on all 60,000 training images instead of 55,000 (for a folder, on its validation split too): the
+    validation split becomes training data, so validation during training is turned off (a non-zero eval-every
+    with it is an error)."""
     log_probabilities_every: int = field(default=50, metadata={"metavar": "N"})
     """Log a training batch's softmax probabilities every N steps, as the tutorial did; 0 turns it off."""
     eval_every: int = field(default=0, metadata={"metavar": "N"})
@@ -91,6 +106,10 @@ class TrainConfig:
             raise ConfigError(f"batch size must be a positive number, got {self.batch_size}")
         if self.eval_every < 0:
             raise ConfigError(f"eval-every must be 0 (off) or positive, got {self.eval_every}")
+        if self.prepare not in PREPARE_MODES:
+            raise ConfigError(f"prepare must be one of {', '.join(PREPARE_MODES)}, got {self.prepare!r}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test-fraction must be between 0 and 1, got {self.test_fraction}")
         if self.eval_every and self.train_on_all:
             raise ConfigError("eval-every needs the validation split, which --train-on-all trains on; drop one")
         if self.params.consistency and not self.augment.damages:

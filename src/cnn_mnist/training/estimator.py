@@ -322,7 +322,8 @@ class Estimator:
     def _initialize(self) -> None:
         """Fresh weights and optimizer, determined by the seed alone."""
         generator = torch.Generator().manual_seed(self.config.seed)
-        network = ConvNet(dropout_rate=self.params.dropout, generator=generator, initializer=self.params.initializer)
+        network = ConvNet(dropout_rate=self.params.dropout, generator=generator, initializer=self.params.initializer,
+                          num_classes=len(self.params.classes))
         # Channels-last lets oneDNN run the convolutions and their backward without layout
         # conversions; with pooling before ReLU it makes a training step ~1.35x faster here.
         self.network = network.to(self.device, memory_format=torch.channels_last)

@@ -23,7 +23,7 @@ from cnn_mnist.model.network import IMAGE_SIZE, ConvNet
 from cnn_mnist.training import checkpoints
 from cnn_mnist.files import prepare_output_file, write_atomically
 from cnn_mnist.use import onnx_tracing
-from cnn_mnist.use.predictor import CLASS_NAMES, Predictor
+from cnn_mnist.use.predictor import Predictor
 
 FORMATS = ("onnx", "safetensors", "web")
 FILE_NAMES = {"onnx": "model.onnx", "safetensors": "model.safetensors", "web": "web"}  # web: a folder
@@ -182,7 +182,7 @@ def export_metadata(predictor: Predictor) -> dict[str, str]:
         "weights": predictor.weights,
         "cnn_mnist_version": __version__,
         "input_preparation": INPUT_PREPARATION,
-        "class_names": json.dumps(list(CLASS_NAMES)),
+        "class_names": json.dumps(list(predictor.classes)),
     }
 
 

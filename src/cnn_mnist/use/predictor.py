@@ -20,12 +20,10 @@ import torch
 
 from cnn_mnist.kernels import devices
 from cnn_mnist.kernels.precision import autocast, resolve_precision
-from cnn_mnist.model.network import IMAGE_SIZE, NUM_CLASSES
+from cnn_mnist.model.network import IMAGE_SIZE
 from cnn_mnist.training import checkpoints
 
 log = logging.getLogger(__name__)
-
-CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,7 @@ class Predictor:
         self.global_step = state.global_step
         self.uses_weight_average = state.uses_weight_average
         self.weights = state.weights  # "weight average" or "trained weights", as every command says it
+        self.classes = state.classes  # the name of each class: label i is classes[i]
         self.precision = resolve_precision(precision, self.device)
         log.info("Loaded %s (global step %d, %s) on %s", path.absolute(), self.global_step, self.weights,
                  devices.describe(self.device))
