@@ -84,6 +84,16 @@ def test_train_on_a_folder_of_pictures_then_evaluate_and_predict_with_its_classe
     predictor = Predictor(model_dir, device="cpu")
     assert predictor.classes == names and predictor.network.logits.out_features == 3
     assert predictor.predict(np.zeros((2, 28, 28), np.uint8)).probabilities.shape == (2, 3)
+    picture = str(pictures / "ring" / "0.png")
+    assert main(["predict", "--model-dir", str(model_dir), "--json", picture]) == 0
+    answer = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert answer["name"] == names[answer["class"]] and len(answer["probabilities"]) == 3
+    assert main(["predict", "--model-dir", str(model_dir), picture]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["input", "class", "label", "ring", "two", "words", "Ölfass"]  # each class's column
+    assert row.startswith(picture) and f" {answer['name']}  " in row
+    assert [float(figure) for figure in row.split()[-3:]] == pytest.approx(answer["probabilities"], abs=5e-4)
+    assert header.index("Ölfass") + len("Ölfass") == len(header) and len(row) == len(header)  # aligned
 
 
 def test_a_model_directory_refuses_other_classes_and_keeps_its_checkpoints(tmp_path, capsys):

@@ -62,6 +62,7 @@ def test_one_pixel_check_for_npy_files_arrays_and_json_pixels(tmp_path):
 def test_predict_batches_by_the_devices_rule_and_keeps_the_order():
     class Recording:
         device = torch.device("cpu")
+        classes = ("even", "odd") + tuple(str(i) for i in range(2, 10))
         batches: list[int] = []
 
         def predict(self, pixels):
@@ -75,9 +76,10 @@ def test_predict_batches_by_the_devices_rule_and_keeps_the_order():
     rows = answers.predict(model, inputs, include_prepared=True)
     assert model.batches == [1000, 1000, 1]  # inference_batch_size on the CPU
     assert [row["input"] for row in rows] == [item.name for item in inputs]
-    assert rows[3] == {"input": "bad", "class": None, "probabilities": None, "no_digit": False,
+    assert rows[3] == {"input": "bad", "class": None, "name": None, "probabilities": None, "no_digit": False,
                        "error": "bad: file not found", "prepared": None}
     assert [row["class"] for row in rows[:3]] == [0, 1, 0] and rows[4]["class"] == 1
+    assert [row["name"] for row in rows[:3]] == ["even", "odd", "even"]  # each class's name beside its index
 
 
 def test_file_names_one_rule():

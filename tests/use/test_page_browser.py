@@ -122,7 +122,7 @@ def test_a_no_digit_answer_shows_the_no_digit_state_and_clear_resets(browser, ur
     # Any mark the page's pens make is big enough for images.py to call it a digit, so the server's
     # answer for a blank image (as test_service checks it) is handed to the page here.
     blank = {"global_step": 1, "checkpoint": "model.ckpt-1.pt", "predictions": [
-        {"input": "body", "class": None, "probabilities": None, "no_digit": True, "prepared": None,
+        {"input": "body", "class": None, "name": None, "probabilities": None, "no_digit": True, "prepared": None,
          "detail": "image: no digit found (the image is blank or its ink too faint: 0% contrast)"}]}
     page.route("**/v1/predict*", lambda route: route.fulfill(json=blank))
     draw(page, DIGITS["1"])

@@ -130,7 +130,7 @@ def predict(args) -> int:
     if args.json:
         print(json.dumps({**about, "predictions": rows}))
     elif any("error" not in row for row in rows):  # errors went to stderr; no table of nothing
-        print(format_predictions(rows))
+        print(format_predictions(rows, model.classes))
     return EXIT_ERROR if any("error" in row for row in rows) else 0
 
 

@@ -11,17 +11,20 @@ def print_result(result, as_json: bool, text: str | None = None) -> None:
     print(json.dumps(result) if as_json else text if text is not None else result)
 
 
-def format_predictions(rows: list[dict]) -> str:
-    """An aligned table: input, class, label and each digit's probability under its digit."""
+def format_predictions(rows: list[dict], classes: tuple[str, ...]) -> str:
+    """An aligned table: input, the class's name, the label and each class's probability under its
+    name (for MNIST, the digits: "0" to "9")."""
     shown = [row for row in rows if "error" not in row]  # errors went to stderr
     width = max([len("input")] + [len(row["input"]) for row in shown])
-    digits = "".join(f"{digit:>7}" for digit in range(10))
-    lines = [f"{'input':<{width}}  class  label{digits}"]
+    named = max([5] + [len(name) for name in classes])  # the class and label columns
+    columns = [max(7, len(name) + 2) for name in classes]
+    header = "".join(f"{name:>{column}}" for name, column in zip(classes, columns, strict=True))
+    lines = [f"{'input':<{width}}  {'class':>{named}}  {'label':>{named}}{header}"]
     for row in shown:
         if row["no_digit"]:
             lines.append(f"{row['input']:<{width}}  {row['detail'].removeprefix(row['input'] + ': ')}")
             continue
-        label = str(row["label"]) if "label" in row else "-"
-        probabilities = "".join(f"{p:>7.3f}" for p in row["probabilities"])
-        lines.append(f"{row['input']:<{width}}  {row['class']:>5}  {label:>5}{probabilities}")
+        label = classes[row["label"]] if "label" in row else "-"
+        probabilities = "".join(f"{p:>{column}.3f}" for p, column in zip(row["probabilities"], columns, strict=True))
+        lines.append(f"{row['input']:<{width}}  {row['name']:>{named}}  {label:>{named}}{probabilities}")
     return "\n".join(lines)

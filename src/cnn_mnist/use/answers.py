@@ -38,8 +38,9 @@ class DigitInput:
     error: str | None = None  # why the input could not be read
 
     def row(self) -> dict:
-        """The answer's shape, before the network fills ``class`` and ``probabilities``."""
-        row = {"input": self.name, "class": None, "probabilities": None, "no_digit": self.no_digit is not None}
+        """The answer's shape, before the network fills ``class``, ``name`` and ``probabilities``."""
+        row = {"input": self.name, "class": None, "name": None, "probabilities": None,
+               "no_digit": self.no_digit is not None}
         if self.label is not None:
             row["label"] = self.label
         if self.no_digit is not None:
@@ -125,9 +126,10 @@ def load_npy_images(path: str | os.PathLike) -> np.ndarray:
 
 
 def predict(model, inputs: list[DigitInput], include_prepared: bool = False) -> list[dict]:
-    """One row per input, in order: ``input``, ``class``, ``probabilities`` (rounded to 6 places),
-    ``no_digit``, and ``label``, ``detail`` or ``error`` where the input has one. ``model`` is a
-    Predictor or an Ensemble; the digits go through it in batches of its device's inference size."""
+    """One row per input, in order: ``input``, ``class`` (an index), ``name`` (that class's name:
+    "7" for MNIST), ``probabilities`` (rounded to 6 places, in class order), ``no_digit``, and
+    ``label``, ``detail`` or ``error`` where the input has one. ``model`` is a Predictor or an
+    Ensemble; the digits go through it in batches of its device's inference size."""
     rows = [item.row() for item in inputs]
     readable = [(row, item) for row, item in zip(rows, inputs, strict=True) if item.pixels is not None]
     size = inference_batch_size(model.device)
@@ -136,7 +138,8 @@ def predict(model, inputs: list[DigitInput], include_prepared: bool = False) -> 
         prediction = model.predict(np.stack([item.pixels for _, item in batch]))
         for (row, _), digit, probabilities in zip(batch, prediction.classes.tolist(),
                                                   prediction.probabilities.tolist(), strict=True):
-            row.update({"class": digit, "probabilities": [round(p, 6) for p in probabilities]})
+            row.update({"class": digit, "name": model.classes[digit],
+                        "probabilities": [round(p, 6) for p in probabilities]})
     if include_prepared:
         for row, item in zip(rows, inputs, strict=True):
             row["prepared"] = None if item.prepared is None else item.prepared.tolist()

@@ -30,6 +30,16 @@ class Ensemble:
         if len(set(resolved)) != len(resolved):
             raise ConfigError("the same model directory is named twice; an ensemble's members must differ")
         self.members = [Predictor(model_dir, precision=precision, device=device) for model_dir in model_dirs]
+        for member in self.members[1:]:
+            if member.classes != self.members[0].classes:
+                raise ConfigError(f"an ensemble's members must share their classes; {member.model_dir} has "
+                                  f"{', '.join(member.classes)} and {self.members[0].model_dir} "
+                                  f"{', '.join(self.members[0].classes)}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names every member was trained on."""
+        return self.members[0].classes
 
     @property
     def device(self) -> torch.device:

@@ -138,8 +138,12 @@ class ImagePrediction(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     input: str = Field(description="the upload's file name, 'body', 'pixels' or 'images[i]'")
-    digit: int | None = Field(alias="class", description="the predicted digit; null when no digit was found")
-    probabilities: list[float] | None = Field(description="softmax probability of each digit 0-9; null when no digit")
+    digit: int | None = Field(alias="class", description="the predicted class's index (for MNIST, the digit); null "
+                                                         "when no digit was found")
+    name: str | None = Field(description="the predicted class's name (for MNIST, the digit: '7'); null when no digit "
+                                         "was found")
+    probabilities: list[float] | None = Field(description="softmax probability of each class, in class order (for "
+                                                          "MNIST, the digits 0-9); null when no digit")
     no_digit: bool = Field(description="true when the image is blank: nothing to classify")
     detail: str | None = Field(None, description="why no digit was found")
     prepared: list[list[int]] | None = Field(
