@@ -175,3 +175,15 @@ def test_mismatched_train_and_test_classes_are_named(tmp_path, digits):
     write_folder(tmp_path / "set" / "test", images[labels < 5], labels[labels < 5])
     with pytest.raises(DataError, match="train/ has 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and test/ has 0, 1, 2, 3, 4$"):
         load_folder(tmp_path / "set", tmp_path / "data")
+
+
+def test_a_picture_over_predicts_size_limit_is_skipped_unread(tmp_path, digits, caplog, monkeypatch):
+    images, labels = digits
+    root = write_folder(tmp_path / "p", images[:40], labels[:40])
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 50 * 50)  # the limit predict uses, made small to test
+    monkeypatch.setattr("cnn_mnist.data.images.MAX_IMAGE_PIXELS", 50 * 50)
+    Image.new("L", (60, 60), 255).save(root / str(labels[0]) / "huge.png")
+    with caplog.at_level(logging.WARNING):
+        dataset = load_folder(root, tmp_path / "data")
+    assert f"skipped {labels[0]}/huge.png:" in caplog.text and "pixels" in caplog.text
+    assert len(dataset.train) + len(dataset.validation) + len(dataset.test) == 40
