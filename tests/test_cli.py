@@ -637,10 +637,12 @@ def test_an_unknown_flag_points_to_its_commands_help(capsys):
 
 
 def test_a_flag_is_never_read_as_the_start_of_a_longer_one(capsys, tmp_path):
-    # argparse's default reads --data as --data-dir: train would download MNIST into the folder named
-    pictures = tmp_path / "pictures"
-    err = one_line_error(capsys, ["train", "--data", str(pictures)], "unrecognized arguments: --data", status=2)
-    assert err.startswith("cnn-mnist: error: train: ") and not pictures.exists()
+    # argparse's default read the start of a flag as the flag: before --data existed, `train --data my_pictures`
+    # was --data-dir and downloaded MNIST into the folder; `train --model m` would be --model-dir
+    model = tmp_path / "m"
+    err = one_line_error(capsys, ["train", "--model", str(model)], "unrecognized arguments: --model", status=2)
+    assert err.startswith("cnn-mnist: error: train: ") and not model.exists()
+    one_line_error(capsys, ["train", "--learning", "0.1"], "unrecognized arguments: --learning", status=2)
     one_line_error(capsys, ["evaluate", "--model", str(tmp_path)], "unrecognized arguments: --model", status=2)
 
 
